@@ -1,0 +1,1 @@
+"""Kiln's engine: typed node specs, workflow parsing, validation, cached DAG execution (torch-free)."""
