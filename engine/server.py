@@ -1,0 +1,1438 @@
+"""The ComfyUI-compatible HTTP + WebSocket server (api.md): an aiohttp app factory.
+
+The event loop only routes and stores; prompts run on one worker thread that calls the
+executor, and its events hop back to the loop with `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import io
+import json
+import logging
+import mimetypes
+import os
+import secrets
+import struct
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from urllib.parse import quote
+
+from aiohttp import WSMsgType, web
+
+from engine import security
+from engine.config import RuntimeConfig
+from engine.errors import PathEscape
+from engine.jobs import JobQueryError, history_job, history_status, list_jobs, queue_job
+from engine.paths import Paths
+from engine.queue import PromptStore, QueueItem, SqliteStore
+from engine.validate import validate_prompt
+
+log = logging.getLogger("kiln.server")
+
+SENSITIVE_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+MAX_JSON_DEPTH = 256
+MAX_PROMPT_NODES = 50_000
+MAX_WS_MESSAGE = 1 << 20
+MAX_UPLOAD_PARTS = 16
+MAX_FIELD_BYTES = 64 * 1024
+MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_PIXELS = 16384 * 16384
+SEND_QUEUE_LIMIT = 512              # frames buffered per WebSocket client
+PREVIEW_INTERVAL = 0.1              # at most 10 binary previews per second per client
+COMFYUI_API_LEVEL = "0.8.0"
+OLDEST_FRONTEND = "1.35.9"
+DEFAULT_WEB_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif", ".ico", ".svg")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class SystemHooks:
+    """Model-memory hooks the engine cannot implement itself (diffusion owns the models); main.py passes them."""
+
+    free: Callable[[bool, bool], None] | None = None          # (unload_models, free_memory)
+    devices: Callable[[], list[dict]] | None = None           # /system_stats "devices" entries
+    pytorch_version: str = ""
+
+
+class BadRequest(Exception):
+    """A client error with its 400 JSON body."""
+
+    def __init__(self, body: dict, status: int = 400):
+        super().__init__(str(body))
+        self.body = body
+        self.status = status
+
+
+# -- WebSocket clients ---------------------------------------------------------------------------
+
+class Client:
+    """One connected socket: a bounded send buffer drained by its own task."""
+
+    def __init__(self, ws: web.WebSocketResponse, sid: str):
+        self.ws = ws
+        self.sid = sid
+        self.flags: dict = {}
+        self.frames: collections.deque[tuple[bool, str | bytes]] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.last_preview = 0.0
+        self.dropped = 0
+
+    def push(self, frame: str | bytes, is_preview: bool = False) -> None:
+        """Queue a frame; when full, drop previews first, then the oldest frame (never block)."""
+        if is_preview:
+            now = time.monotonic()
+            if now - self.last_preview < PREVIEW_INTERVAL or len(self.frames) >= SEND_QUEUE_LIMIT // 2:
+                self.dropped += 1
+                return
+            self.last_preview = now
+        elif len(self.frames) >= SEND_QUEUE_LIMIT:
+            previews = [f for f in self.frames if f[0]]
+            if previews:
+                self.frames.remove(previews[0])
+            else:
+                self.frames.popleft()
+            self.dropped += 1
+        self.frames.append((is_preview, frame))
+        self.wakeup.set()
+
+    async def pump(self) -> None:
+        """Send queued frames until the socket closes."""
+        while not self.ws.closed:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.frames and not self.ws.closed:
+                _, frame = self.frames.popleft()
+                try:
+                    if isinstance(frame, bytes):
+                        await self.ws.send_bytes(frame)
+                    else:
+                        await self.ws.send_str(frame)
+                except (ConnectionError, RuntimeError):
+                    return
+
+
+class Hub:
+    """Routes messages to sockets by sid (api.md §11.4); runs on the event loop only."""
+
+    def __init__(self):
+        self.clients: dict[str, Client] = {}
+
+    def send_json(self, event: str, data: dict, sid: str | None) -> None:
+        """Send to one sid, or broadcast when sid is None."""
+        text = json.dumps({"type": event, "data": data})
+        targets = self.clients.values() if sid is None else filter(None, [self.clients.get(sid)])
+        for client in list(targets):
+            client.push(text)
+
+    def send_binary(self, frame: bytes, sid: str | None) -> None:
+        targets = self.clients.values() if sid is None else filter(None, [self.clients.get(sid)])
+        for client in list(targets):
+            client.push(frame)
+
+    def send_preview(self, image_format: str, data: bytes, meta: dict, sid: str | None) -> None:
+        """Event 1 to clients without `supports_preview_metadata`, event 4 to C with it."""
+        fmt = 2 if image_format == "PNG" else 1
+        plain = struct.pack(">II", 1, fmt) + data
+        if sid is None:
+            for client in list(self.clients.values()):
+                client.push(plain, is_preview=True)
+            return
+        client = self.clients.get(sid)
+        if client is None:
+            return
+        if client.flags.get("supports_preview_metadata"):
+            meta_bytes = json.dumps({**meta, "image_type": "image/png" if fmt == 2 else "image/jpeg"}).encode()
+            client.push(struct.pack(">II", 4, len(meta_bytes)) + meta_bytes + data, is_preview=True)
+        else:
+            client.push(plain, is_preview=True)
+
+
+# -- routing of executor events ------------------------------------------------------------------
+
+TO_CLIENT_ONLY = frozenset({"execution_start", "execution_cached", "executing", "executed", "execution_success"})
+BROADCAST_WITHOUT_CLIENT = frozenset({"execution_interrupted", "progress", "progress_state"})
+
+
+def route_event(event: str, data: dict, client_id: str | None) -> tuple[bool, str | None]:
+    """(send?, sid or None for broadcast) for an executor event, per api.md §11.4."""
+    if client_id:
+        return True, client_id
+    if event in BROADCAST_WITHOUT_CLIENT:
+        return True, None
+    if event == "execution_error" and data.get("exception_type") == "ExecutionBlocked":
+        return True, None
+    return False, None
+
+
+def encode_preview(image, image_format: str, max_size: int | None, default_size: int) -> bytes:
+    """Downscale (bilinear, aspect kept) and encode a PIL preview: JPEG q95 or PNG."""
+    from PIL import Image
+
+    limit = max_size or default_size
+    if image.width > limit or image.height > limit:
+        image = image.copy()
+        image.thumbnail((limit, limit), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    if image_format == "PNG":
+        image.save(buf, format="PNG")
+    else:
+        image.convert("RGB").save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+# -- the worker thread ---------------------------------------------------------------------------
+
+class Worker:
+    """Runs queued prompts one at a time on its own thread."""
+
+    def __init__(self, state: "ServerState"):
+        self.state = state
+        self.stop = threading.Event()
+        self.interrupt = threading.Event()
+        self.lock = threading.Lock()
+        self.running: QueueItem | None = None
+        self.current_node: str | None = None
+        self.pending_free: tuple[bool, bool] | None = None
+        self.thread = threading.Thread(target=self._loop, name="kiln-worker", daemon=True)
+
+    def post(self, fn: Callable, *args) -> None:
+        """Run fn(*args) on the event loop (the only way worker code touches sockets)."""
+        loop = self.state.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)
+
+    def post_pack_message(self, event: str, data, sid: str | None) -> None:
+        """PromptServer.instance.send_sync from any thread; `progress_text` becomes binary event 3."""
+        if event == "progress_text":
+            node = str(data.get("node_id", "")).encode()
+            frame = struct.pack(">II", 3, len(node)) + node + str(data.get("text", "")).encode()
+            self.post(self.state.hub.send_binary, frame, sid)
+        else:
+            self.post(self.state.hub.send_json, event, data, sid)
+
+    def request_free(self, unload_models: bool, free_memory: bool) -> None:
+        with self.lock:
+            old = self.pending_free or (False, False)
+            self.pending_free = (old[0] or unload_models, old[1] or free_memory)
+
+    def interrupt_prompt(self, prompt_id: str | None) -> bool:
+        """Interrupt the running prompt (only if it is `prompt_id` when given)."""
+        with self.lock:
+            running = self.running
+        if running is None or (prompt_id is not None and running.prompt_id != prompt_id):
+            if prompt_id is None:
+                self.interrupt.set()    # cleared when the next prompt starts
+            return False
+        self.interrupt.set()
+        return True
+
+    def _apply_free(self) -> None:
+        with self.lock:
+            flags, self.pending_free = self.pending_free, None
+        if flags is None:
+            return
+        unload, free_memory = flags
+        hooks = self.state.hooks
+        if hooks.free is not None and (unload or free_memory):
+            hooks.free(unload, free_memory)
+        self.state.executor.free(unload_models=unload or free_memory, free_memory=free_memory)
+
+    def _loop(self) -> None:
+        store = self.state.store
+        while not self.stop.is_set():
+            self._apply_free()
+            item = store.claim(timeout=0.2)
+            if item is None:
+                continue
+            if self.stop.is_set():
+                break
+            try:
+                self._run(item)
+            except Exception:      # a bug here must not stop the queue
+                log.exception("worker failed on prompt %s", item.prompt_id)
+
+    def _run(self, item: QueueItem) -> None:
+        state = self.state
+        client_id = item.extra_data.get("client_id")
+        item.sensitive = state.sensitive.pop(item.prompt_id, {})
+        with self.lock:
+            self.running = item
+            self.current_node = None
+        self.interrupt.clear()
+        state.registry.bridge.client_id = client_id
+        state.registry.bridge.last_prompt_id = item.prompt_id
+        self.post(state.broadcast_status)
+
+        def emit(event: str, data: dict) -> None:
+            if event == "preview":
+                self._emit_preview(data, client_id)
+                return
+            if event == "executing":
+                self.current_node = data.get("display_node", data.get("node"))
+                state.registry.bridge.last_node_id = self.current_node
+            send, sid = route_event(event, data, client_id)
+            if send:
+                self.post(state.hub.send_json, event, data, sid)
+
+        try:
+            result = state.executor.run(item.prompt_id, item.prompt,
+                                        extra_data={**item.extra_data, **item.sensitive},
+                                        outputs=item.outputs, emit=emit, interrupt=self.interrupt)
+            status_str = "success" if result.status == "success" else "error"
+            entry = {"prompt": item.wire(), "outputs": result.outputs,
+                     "status": {"status_str": status_str, "completed": status_str == "success",
+                                "messages": result.messages},
+                     "meta": result.meta}
+        except Exception as exc:   # the executor reports node errors itself; this is a crash in it
+            log.exception("executor crashed on prompt %s", item.prompt_id)
+            error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                     "exception_message": f"{exc}\n", "exception_type": type(exc).__name__,
+                     "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": _now_ms()}
+            emit("execution_error", error)
+            entry = {"prompt": item.wire(), "outputs": {}, "meta": {},
+                     "status": {"status_str": "error", "completed": False,
+                                "messages": [["execution_error", error]]}}
+        state.store.complete(item.prompt_id, entry)
+        with self.lock:
+            self.running = None
+            self.current_node = None
+        self.post(state.broadcast_status)
+        if client_id:
+            self.post(state.hub.send_json, "executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
+
+    def _emit_preview(self, data: dict, client_id: str | None) -> None:
+        state = self.state
+        if not state.hub.clients:
+            return
+        fmt = data.get("format", "JPEG")
+        encoded = encode_preview(data["image"], fmt, data.get("max_size"), state.config.preview_size)
+        meta = {"node_id": data.get("node_id"), "prompt_id": data.get("prompt_id"),
+                "display_node_id": data.get("display_node_id", data.get("node_id")),
+                "parent_node_id": data.get("parent_node_id"), "real_node_id": data.get("real_node_id",
+                                                                                        data.get("node_id"))}
+        self.post(state.hub.send_preview, fmt, encoded, meta, client_id or None)
+
+
+# -- application state ---------------------------------------------------------------------------
+
+@dataclass
+class ServerState:
+    """Everything the handlers share; one per application."""
+
+    config: RuntimeConfig
+    registry: object
+    executor: object
+    paths: Paths
+    store: PromptStore
+    policy: security.SecurityPolicy
+    hooks: SystemHooks
+    web_root: str
+    hub: Hub = field(default_factory=Hub)
+    loop: asyncio.AbstractEventLoop | None = None
+    worker: Worker | None = None
+    counter: int = 0
+    sensitive: dict[str, dict] = field(default_factory=dict)
+    max_body: int = 100 * 1024 * 1024
+
+    def broadcast_status(self) -> None:
+        self.hub.send_json("status", {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}, None)
+
+    def features(self) -> dict:
+        return {"supports_preview_metadata": True, "max_upload_size": self.max_body}
+
+
+STATE = web.AppKey("kiln_state", ServerState)
+
+
+def _json(data, status: int = 200, **kwargs) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json",
+                        charset="utf-8", **kwargs)
+
+
+def _empty() -> web.Response:
+    return web.Response(status=200)
+
+
+def _error(message: str, status: int = 400) -> web.Response:
+    return _json({"error": message}, status=status)
+
+
+def _too_deep(value, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(body: bytes):
+    """Strict JSON (no NaN/Infinity, bounded depth); ValueError with the parser's message."""
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("JSON nesting too deep") from None
+    if _too_deep(value):
+        raise ValueError(f"JSON nesting deeper than {MAX_JSON_DEPTH}")
+    return value
+
+
+async def _read_json(request: web.Request, *, optional: bool = False):
+    """The body as JSON; 400 {"error"} when malformed (empty counts as {} when optional)."""
+    body = await request.read()
+    if optional and not body.strip():
+        return {}
+    try:
+        return parse_json(body)
+    except ValueError:
+        if optional:
+            return {}
+        raise BadRequest({"error": "Request body is not valid JSON"}) from None
+
+
+async def _read_json_object(request: web.Request) -> dict:
+    value = await _read_json(request)
+    if not isinstance(value, dict):
+        raise BadRequest({"error": "Request body must be a JSON object"})
+    return value
+
+
+def _prompt_error(kind: str, message: str, details: str) -> BadRequest:
+    return BadRequest({"error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+                       "node_errors": {}})
+
+
+# -- middlewares and response headers ------------------------------------------------------------
+
+@web.middleware
+async def security_middleware(request: web.Request, handler):
+    """security.md S2-S5 before any handler; JSON 400s for BadRequest; never a bare 500."""
+    state = request.app[STATE]
+    policy = state.policy
+    headers = request.headers
+    if request.method == "GET" and request.path == "/" and "token" in request.query and policy.token:
+        if security.token_presented({"Authorization": f"Bearer {request.query['token']}"}, {}, policy.token):
+            response = web.Response(status=303, headers={"Location": "/"})
+            response.set_cookie("kiln_token", policy.token, httponly=True, samesite="Strict", path="/",
+                                secure=request.secure or None)
+            return response
+    rejection = security.check_request(request.method, request.path, headers, request.cookies, policy)
+    if rejection is not None:
+        log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, rejection.reason)
+        return _json(rejection.body, status=rejection.status, headers=dict(rejection.headers))
+    cors = security.cors_headers(headers.get("Origin"), policy)
+    if request.method == "OPTIONS":
+        return web.Response(status=204, headers=cors or {"Allow": "GET, POST, DELETE, PATCH, OPTIONS"})
+    try:
+        response = await handler(request)
+    except BadRequest as exc:
+        response = _json(exc.body, status=exc.status)
+    except web.HTTPException as exc:
+        exc.headers.update(cors)
+        raise
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = _error("internal server error", 500)
+    if cors and not response.prepared:
+        response.headers.update(cors)
+    return response
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """nosniff everywhere; anti-framing on HTML; no-cache on scripts and styles (S7, §10.11)."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.content_type == "text/html":
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+    path = request.path
+    if path.endswith((".js", ".css")) or (path.rsplit("/", 1)[-1].startswith("index") and path.endswith(".json")):
+        response.headers.setdefault("Cache-Control", "no-cache")
+    elif path.lower().endswith(IMAGE_SUFFIXES) and response.status == 200:
+        response.headers.setdefault("Cache-Control", "public, max-age=86400")
+
+
+# -- queue, prompt, history, jobs ----------------------------------------------------------------
+
+async def post_prompt(request: web.Request) -> web.Response:
+    """POST /prompt: parse, hooks, number, validate, persist, then answer (api.md §1)."""
+    state = request.app[STATE]
+    try:
+        body = parse_json(await request.read())
+    except ValueError as exc:
+        raise _prompt_error("invalid_json", "Request body is not valid JSON", str(exc)) from None
+    if not isinstance(body, dict):
+        raise _prompt_error("invalid_prompt", "Prompt must be an object mapping node ids to nodes",
+                            "the request body must be a JSON object")
+    replaced = state.registry.bridge.trigger_on_prompt(body)
+    body = replaced if isinstance(replaced, dict) else body
+    number = body.get("number")
+    if number is not None:
+        try:
+            number = float(number)
+        except (TypeError, ValueError, OverflowError):
+            raise _prompt_error("invalid_prompt", "number must be a number", repr(number)[:200]) from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise _prompt_error("invalid_prompt", "number must be a number", repr(number))
+    else:
+        number = -state.counter if body.get("front") else state.counter
+        state.counter += 1
+    if "prompt" not in body:
+        raise _prompt_error("no_prompt", "No prompt provided", "No prompt provided")
+    prompt = body["prompt"]
+    _check_prompt_shape(prompt, body)
+    raw_id = body.get("prompt_id")
+    prompt_id = str(raw_id) if raw_id is not None else str(uuid.uuid4())
+    if state.store.is_queued(prompt_id):
+        raise _prompt_error("duplicate_prompt_id", "A prompt with this id is already queued or running", prompt_id)
+    targets = body.get("partial_execution_targets")
+    if targets is not None and not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+        raise _prompt_error("invalid_prompt", "partial_execution_targets must be a list of node ids", repr(targets)[:200])
+    extra_data = body.get("extra_data", {})
+    if not isinstance(extra_data, dict):
+        raise _prompt_error("invalid_prompt", "extra_data must be an object", type(extra_data).__name__)
+    result = validate_prompt(state.registry, prompt, targets)
+    if not result.ok:
+        return _json({"error": result.error, "node_errors": result.node_errors}, status=400)
+    sensitive = {k: extra_data.pop(k) for k in SENSITIVE_KEYS if k in extra_data}
+    if "client_id" in body:
+        extra_data["client_id"] = body["client_id"]
+    extra_data["create_time"] = _now_ms()
+    item = QueueItem(number, prompt_id, prompt, extra_data, list(result.outputs))
+    if sensitive:
+        state.sensitive[prompt_id] = sensitive
+    state.store.enqueue(item)
+    state.broadcast_status()
+    return _json({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
+
+
+def _check_prompt_shape(prompt, body: dict) -> None:
+    message = "Prompt must be an object mapping node ids to nodes"
+    if not isinstance(prompt, dict):
+        looks_like_editor = isinstance(body.get("nodes"), list) or (
+            isinstance(prompt, dict) and isinstance(prompt.get("nodes"), list))
+        details = ("This is an editor (UI) workflow; convert it to API format first" if looks_like_editor
+                   else f"prompt is a {type(prompt).__name__}, not an object")
+        raise _prompt_error("invalid_prompt", message, details)
+    if isinstance(prompt.get("nodes"), list) and "links" in prompt:
+        raise _prompt_error("invalid_prompt", message, "This is an editor (UI) workflow; convert it to API format first")
+    bad = next((k for k, v in prompt.items() if not isinstance(v, dict)), None)
+    if bad is not None:
+        raise _prompt_error("invalid_prompt", message, f"node {bad!r} is not an object")
+    if len(prompt) > MAX_PROMPT_NODES:
+        raise _prompt_error("invalid_prompt", message, f"more than {MAX_PROMPT_NODES} nodes")
+
+
+async def get_prompt(request: web.Request) -> web.Response:
+    return _json({"exec_info": {"queue_remaining": request.app[STATE].store.remaining()}})
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    running, pending = request.app[STATE].store.list()
+    return _json({"queue_running": [i.wire() for i in running], "queue_pending": [i.wire() for i in pending]})
+
+
+def _id_list(body: dict, key: str) -> list[str] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise BadRequest({"error": f"{key} must be a list of prompt ids"})
+    return [str(v) for v in value if isinstance(v, (str, int))]
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    """Clear and/or delete pending prompts; the running one is untouched."""
+    state = request.app[STATE]
+    body = await _read_json_object(request)
+    delete = _id_list(body, "delete")
+    if body.get("clear"):
+        state.store.delete_pending(None)
+        state.broadcast_status()
+    if delete:
+        state.store.delete_pending(delete)
+        state.broadcast_status()
+    return _empty()
+
+
+def _query_int(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest({"error": f"{name} must be an integer"}) from None
+
+
+async def get_history(request: web.Request) -> web.Response:
+    max_items = _query_int(request, "max_items")
+    offset = _query_int(request, "offset")
+    if max_items is not None and max_items < 0:
+        max_items = 0
+    return _json(request.app[STATE].store.history(max_items, offset))
+
+
+async def get_history_item(request: web.Request) -> web.Response:
+    prompt_id = request.match_info["prompt_id"]
+    entry = request.app[STATE].store.history_entry(prompt_id)
+    return _json({prompt_id: entry} if entry is not None else {})
+
+
+async def post_history(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    body = await _read_json_object(request)
+    delete = _id_list(body, "delete")
+    if body.get("clear"):
+        store.delete_history(None)
+    if delete:
+        store.delete_history(delete)
+    return _empty()
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    running, pending = store.list()
+    try:
+        return _json(list_jobs(dict(request.query), running, pending, store.history()))
+    except JobQueryError as exc:
+        return _error(str(exc))
+
+
+async def get_job(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    job_id = request.match_info["job_id"]
+    entry = store.history_entry(job_id)
+    if entry is not None:
+        return _json(history_job(job_id, entry, single=True))
+    running, pending = store.list()
+    for items, status in ((running, "in_progress"), (pending, "pending")):
+        for item in items:
+            if item.prompt_id == job_id:
+                return _json(queue_job(item, status))
+    return _error("Job not found", 404)
+
+
+def _cancel(state: ServerState, job_id: str) -> str:
+    """Cancel one job: 'cancelled', 'finished' or 'unknown'."""
+    running, pending = state.store.list()
+    if any(i.prompt_id == job_id for i in pending) and state.store.delete_pending([job_id]):
+        state.broadcast_status()
+        return "cancelled"
+    if any(i.prompt_id == job_id for i in running) and state.worker.interrupt_prompt(job_id):
+        return "cancelled"
+    return "finished" if state.store.history_entry(job_id) is not None else "unknown"
+
+
+async def post_job_cancel(request: web.Request) -> web.Response:
+    job_id = request.match_info["job_id"]
+    outcome = _cancel(request.app[STATE], job_id)
+    if outcome == "unknown":
+        return _error("Job not found", 404)
+    if outcome == "finished":
+        return _error("Job already finished", 409)
+    return _json({"id": job_id, "cancelled": True})
+
+
+async def post_jobs_cancel(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    ids = body.get("job_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return _error("job_ids must be a list of strings")
+    state = request.app[STATE]
+    return _json({"cancelled": [i for i in ids if _cancel(state, i) == "cancelled"]})
+
+
+async def post_interrupt(request: web.Request) -> web.Response:
+    body = await _read_json(request, optional=True)
+    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    worker = request.app[STATE].worker
+    if not worker.interrupt_prompt(str(prompt_id) if prompt_id is not None else None) and prompt_id is not None:
+        log.info("interrupt for %s ignored: it is not running", prompt_id)
+    return _empty()
+
+
+async def post_free(request: web.Request) -> web.Response:
+    body = await _read_json_object(request)
+    request.app[STATE].worker.request_free(bool(body.get("unload_models")), bool(body.get("free_memory")))
+    return _empty()
+
+
+# -- node definitions, models --------------------------------------------------------------------
+
+async def get_object_info(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(state.registry.object_info())
+
+
+async def get_object_info_class(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(state.registry.object_info(request.match_info["node_class"]))
+
+
+async def get_embeddings(request: web.Request) -> web.Response:
+    names = request.app[STATE].paths.list_files("embeddings")
+    return _json([os.path.splitext(n)[0] for n in names])
+
+
+async def get_models(request: web.Request) -> web.Response:
+    return _json([k for k in request.app[STATE].paths.folder_names()])
+
+
+async def get_models_folder(request: web.Request) -> web.Response:
+    paths = request.app[STATE].paths
+    folder = request.match_info["folder"]
+    if folder not in paths.folder_names():
+        return web.Response(status=404)
+    return _json(paths.list_files(folder))
+
+
+async def get_experiment_models(request: web.Request) -> web.Response:
+    paths = request.app[STATE].paths
+    return _json([{"name": k, "folders": paths.folder_paths(k)} for k in paths.folder_names()
+                  if k not in ("configs", "custom_nodes")])
+
+
+async def get_experiment_models_folder(request: web.Request) -> web.Response:
+    paths = request.app[STATE].paths
+    folder = request.match_info["folder"]
+    if folder not in paths.folder_names() or folder in ("configs", "custom_nodes"):
+        return web.Response(status=404)
+    listed = set(paths.list_files(folder))
+    found = []
+    for index, root in enumerate(paths.folder_paths(folder)):
+        for name in sorted(listed):
+            full = os.path.join(root, name)
+            if any(part.startswith(".") for part in name.split("/")) or not os.path.isfile(full):
+                continue
+            st = os.stat(full)
+            found.append({"name": name, "pathIndex": index, "modified": st.st_mtime,
+                          "created": st.st_ctime, "size": st.st_size})
+    return _json(found)
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+def _area(paths: Paths, kind: str) -> str:
+    try:
+        return paths.area_dir(kind)
+    except ValueError:
+        raise BadRequest({"error": "invalid type"}) from None
+
+
+def _resolve_view(paths: Paths, filename: str, kind: str, subfolder: str) -> str:
+    """api.md §8.1 checks 2-6: the contained real path of a requested file."""
+    filename, tag = security.split_annotation(filename)
+    if security.bad_relative_name(filename):
+        raise BadRequest({"error": "invalid filename"})
+    root = _area(paths, tag or kind)
+    try:
+        folder = paths.contained(root, subfolder) if subfolder else os.path.realpath(root)
+        name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+        return paths.contained(root, os.path.join(os.path.relpath(folder, os.path.realpath(root)), name))
+    except PathEscape:
+        raise BadRequest({"error": "path escapes its folder"}, status=403) from None
+
+
+def _open_image_bounded(path: str):
+    """Open an image lazily and refuse oversized ones before decoding (S9)."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise BadRequest({"error": "image too large"}) from None
+    except (OSError, ValueError, SyntaxError):
+        raise BadRequest({"error": "not an image"}) from None
+    if max(image.size) > MAX_IMAGE_SIDE or image.width * image.height > MAX_IMAGE_PIXELS:
+        raise BadRequest({"error": "image too large"})
+    try:
+        image.load()
+    except Image.DecompressionBombError:
+        raise BadRequest({"error": "image too large"}) from None
+    except (OSError, ValueError, SyntaxError):
+        raise BadRequest({"error": "not an image"}) from None
+    return image
+
+
+def _render_view(path: str, preview: str | None, channel: str | None) -> tuple[bytes, str]:
+    """Re-encode for `preview` / `channel` (api.md §8.1)."""
+    from PIL import Image
+
+    image = _open_image_bounded(path)
+    if preview:
+        fmt, _, quality = preview.partition(";")
+        fmt = fmt if fmt in ("webp", "jpeg") else "webp"
+        if channel and "a" in channel:
+            fmt = "webp"
+        quality_value = int(quality) if quality.strip().isdigit() else 90
+        if fmt == "jpeg" or channel == "rgb":
+            image = image.convert("RGB")
+        buf = io.BytesIO()
+        image.save(buf, format=fmt.upper(), quality=min(quality_value, 100))
+        return buf.getvalue(), f"image/{fmt}"
+    if channel == "rgb":
+        out = image.convert("RGB")
+    else:   # channel == "a"
+        rgba = image.convert("RGBA")
+        out = Image.new("RGBA", rgba.size, (0, 0, 0, 0))
+        out.putalpha(rgba.getchannel("A"))
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue(), "image/png"
+
+
+async def get_view(request: web.Request) -> web.StreamResponse:
+    """GET /view: a contained input/output/temp file, inline only for safe media types."""
+    paths = request.app[STATE].paths
+    query = request.query
+    if "filename" not in query:
+        return web.Response(status=404)
+    path = _resolve_view(paths, query["filename"], query.get("type", "output"), query.get("subfolder", ""))
+    if not os.path.isfile(path):
+        return web.Response(status=404)
+    name = os.path.basename(path)
+    headers = {"Content-Security-Policy": security.SANDBOX_CSP, "Cache-Control": "no-cache"}
+    preview, channel = query.get("preview"), query.get("channel")
+    if preview or channel in ("rgb", "a"):
+        data, content_type = await asyncio.get_running_loop().run_in_executor(
+            None, _render_view, path, preview, channel)
+        headers["Content-Disposition"] = security.content_disposition("inline", name)
+        return web.Response(body=data, content_type=content_type, headers=headers)
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if security.served_inline(content_type):
+        headers["Content-Disposition"] = security.content_disposition("inline", name)
+    else:
+        content_type = "application/octet-stream"
+        headers["Content-Disposition"] = security.content_disposition("attachment", name)
+    headers["Content-Type"] = content_type
+    return web.FileResponse(path, headers=headers)
+
+
+async def _read_upload(request: web.Request, state: ServerState) -> tuple[dict[str, str], str, str]:
+    """Stream a multipart upload to a temporary file: (fields, temp path, client filename)."""
+    if request.content_length is not None and request.content_length > state.max_body:
+        raise web.HTTPRequestEntityTooLarge(max_size=state.max_body, actual_size=request.content_length)
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest({"error": "expected multipart/form-data"})
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    temp_path, filename, total, parts = None, "", 0, 0
+    os.makedirs(state.paths.temp_dir, exist_ok=True)
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            parts += 1
+            if parts > MAX_UPLOAD_PARTS:
+                raise BadRequest({"error": "too many form parts"})
+            if part.name == "image" and part.filename is not None and temp_path is None:
+                filename = part.filename
+                fd, temp_path = tempfile.mkstemp(prefix=".upload-", dir=state.paths.temp_dir)
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := await part.read_chunk(1 << 16):
+                        total += len(chunk)
+                        if total > state.max_body:
+                            raise web.HTTPRequestEntityTooLarge(max_size=state.max_body, actual_size=total)
+                        out.write(chunk)
+            else:
+                value = await part.read(decode=False)
+                if len(value) > MAX_FIELD_BYTES:
+                    raise BadRequest({"error": f"form field {part.name!r} is too large"})
+                fields[part.name or ""] = value.decode("utf-8", "replace")
+    except BaseException:
+        if temp_path:
+            os.unlink(temp_path)
+        raise
+    return fields, temp_path or "", filename
+
+
+def _file_hash(path: str, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _store_upload(state: ServerState, temp_path: str, filename: str, fields: dict[str, str]) -> dict:
+    """Move an uploaded temp file to its contained target, renaming instead of overwriting."""
+    kind = fields.get("type") or "input"
+    root = _area(state.paths, kind)
+    subfolder = fields.get("subfolder", "")
+    if not security.safe_upload_name(filename):
+        raise BadRequest({"error": "invalid file name"})
+    try:
+        folder = state.paths.contained(root, subfolder) if subfolder else os.path.realpath(root)
+        target = state.paths.contained(root, os.path.join(os.path.relpath(folder, os.path.realpath(root)), filename))
+    except PathEscape:
+        raise BadRequest({"error": "path escapes its folder"}) from None
+    os.makedirs(folder, exist_ok=True)
+    overwrite = fields.get("overwrite", "").lower() in ("true", "1")
+    if os.path.exists(target) and not overwrite:
+        algorithm = state.config.default_hashing_function
+        if os.path.isfile(target) and _file_hash(target, algorithm) == _file_hash(temp_path, algorithm):
+            os.unlink(temp_path)
+            return {"name": filename, "subfolder": subfolder, "type": kind}
+        stem, ext = os.path.splitext(filename)
+        i = 1
+        while os.path.exists(os.path.join(folder, f"{stem} ({i}){ext}")):
+            i += 1
+        filename = f"{stem} ({i}){ext}"
+        target = os.path.join(folder, filename)
+    os.replace(temp_path, target)
+    return {"name": filename, "subfolder": subfolder, "type": kind}
+
+
+async def post_upload_image(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    fields, temp_path, filename = await _read_upload(request, state)
+    if not temp_path or not filename:
+        if temp_path:
+            os.unlink(temp_path)
+        return web.Response(status=400)
+    try:
+        return _json(_store_upload(state, temp_path, filename, fields))
+    finally:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+
+
+def _apply_mask(original_path: str, mask_path: str, out_path: str) -> None:
+    """Original RGBA with the uploaded image's alpha, PNG text chunks kept (api.md §8.3)."""
+    from PIL import PngImagePlugin
+
+    original = _open_image_bounded(original_path)
+    mask = _open_image_bounded(mask_path)
+    info = PngImagePlugin.PngInfo()
+    for key, value in getattr(original, "text", {}).items():
+        info.add_text(key, value)
+    rgba = original.convert("RGBA")
+    alpha = mask.convert("RGBA").getchannel("A").resize(rgba.size)
+    rgba.putalpha(alpha)
+    rgba.save(out_path, format="PNG", compress_level=4, pnginfo=info)
+
+
+async def post_upload_mask(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    fields, temp_path, filename = await _read_upload(request, state)
+    try:
+        if not temp_path or not filename:
+            return web.Response(status=400)
+        try:
+            ref = json.loads(fields.get("original_ref", ""))
+            if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
+                raise ValueError
+        except ValueError:
+            return _error("original_ref must be a JSON object with a filename")
+        original = _resolve_view(state.paths, ref["filename"], str(ref.get("type") or "output"),
+                                 str(ref.get("subfolder") or ""))
+        if not os.path.isfile(original):
+            return _error("original image not found", 404)
+        merged = temp_path + ".png"
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _apply_mask, original, temp_path, merged)
+            os.replace(merged, temp_path)
+        finally:
+            if os.path.exists(merged):
+                os.unlink(merged)
+        return _json(_store_upload(state, temp_path, filename, fields))
+    finally:
+        if temp_path and os.path.exists(temp_path):
+            os.unlink(temp_path)
+
+
+# -- frontend support ----------------------------------------------------------------------------
+
+def _meminfo() -> tuple[int, int]:
+    """(total, available) RAM bytes from /proc/meminfo, or sysconf when unavailable."""
+    try:
+        with open("/proc/meminfo") as f:
+            values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return values["MemTotal"], values.get("MemAvailable", values.get("MemFree", 0))
+    except (OSError, KeyError, ValueError):
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return total, total
+
+
+def _kiln_version() -> str:
+    try:
+        return metadata.version("kiln")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+async def get_system_stats(request: web.Request) -> web.Response:
+    hooks = request.app[STATE].hooks
+    total, free = _meminfo()
+    devices = hooks.devices() if hooks.devices is not None else []
+    if not devices:
+        devices = [{"name": "cpu", "type": "cpu", "index": None, "vram_total": total, "vram_free": free,
+                    "torch_vram_total": total, "torch_vram_free": free}]
+    return _json({"system": {"os": sys.platform, "ram_total": total, "ram_free": free,
+                             "comfyui_version": COMFYUI_API_LEVEL, "kiln_version": _kiln_version(),
+                             "required_frontend_version": OLDEST_FRONTEND,
+                             "installed_templates_version": "", "required_templates_version": "",
+                             "python_version": sys.version, "pytorch_version": hooks.pytorch_version,
+                             "embedded_python": False, "argv": sys.argv},
+                  "devices": devices})
+
+
+async def get_features(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].features())
+
+
+async def get_users(request: web.Request) -> web.Response:
+    return _json({"storage": "server", "migrated": True})
+
+
+async def post_users(request: web.Request) -> web.Response:
+    return _error("Multi-user mode is not supported")
+
+
+def _user_root(state: ServerState) -> str:
+    root = os.path.join(state.paths.user_dir, "default")
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def _settings_path(state: ServerState) -> str:
+    return os.path.join(_user_root(state), "comfy.settings.json")
+
+
+def _load_settings(state: ServerState) -> dict:
+    try:
+        with open(_settings_path(state), encoding="utf-8") as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_settings(state: ServerState, settings: dict) -> None:
+    path = _settings_path(state)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=4)
+    os.replace(path + ".tmp", path)
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    return _json(_load_settings(request.app[STATE]))
+
+
+async def get_setting(request: web.Request) -> web.Response:
+    return _json(_load_settings(request.app[STATE]).get(request.match_info["setting_id"]))
+
+
+async def post_settings(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = await _read_json_object(request)
+    _save_settings(state, {**_load_settings(state), **body})
+    return _empty()
+
+
+async def post_setting(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    value = await _read_json(request)
+    _save_settings(state, {**_load_settings(state), request.match_info["setting_id"]: value})
+    return _empty()
+
+
+def _user_path(state: ServerState, relative: str) -> str:
+    try:
+        return state.paths.contained(_user_root(state), relative)
+    except PathEscape:
+        raise web.HTTPForbidden(text="Invalid path") from None
+
+
+def _file_info(root: str, path: str) -> dict:
+    st = os.stat(path)
+    return {"path": os.path.relpath(path, root).replace(os.sep, "/"), "size": st.st_size,
+            "modified": st.st_mtime, "created": st.st_ctime}
+
+
+async def get_userdata_list(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    directory = request.query.get("dir", "")
+    if not directory:
+        return web.Response(status=400, text="Directory not provided")
+    try:
+        base = state.paths.contained(_user_root(state), directory)
+    except PathEscape:
+        return web.Response(status=403, text="Invalid directory")
+    if not os.path.isdir(base):
+        return web.Response(status=404, text="Directory not found")
+    recurse = request.query.get("recurse") == "true"
+    files = []
+    for root, dirs, names in os.walk(base):
+        dirs.sort()
+        files += [os.path.join(root, n) for n in sorted(names)]
+        if not recurse:
+            break
+    if request.query.get("full_info") == "true":
+        return _json([_file_info(base, f) for f in files])
+    relative = [os.path.relpath(f, base).replace(os.sep, "/") for f in files]
+    if request.query.get("split") == "true":
+        return _json([[r, *r.split("/")] for r in relative])
+    return _json(relative)
+
+
+async def get_userdata_file(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    relative = request.match_info["file"]
+    path = _user_path(state, relative)
+    if not os.path.isfile(path):
+        return web.Response(status=404)
+    name = os.path.basename(path)
+    headers = {"Content-Security-Policy": security.SANDBOX_CSP}
+    if name.endswith(".json"):
+        headers["Content-Type"] = "application/json"
+    elif relative == "user.css":
+        headers["Content-Type"] = "text/css"
+    else:
+        headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Disposition"] = security.content_disposition("attachment", name)
+    return web.FileResponse(path, headers=headers)
+
+
+def _write_reply(state: ServerState, path: str, full_info: bool) -> web.Response:
+    root = _user_root(state)
+    if full_info:
+        return _json(_file_info(root, path))
+    return _json(os.path.relpath(path, os.path.realpath(root)).replace(os.sep, "/"))
+
+
+async def post_userdata_file(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    path = _user_path(state, request.match_info["file"])
+    if os.path.exists(path) and request.query.get("overwrite") == "false":
+        return web.Response(status=409, text="File already exists")
+    body = await request.read()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(body)
+    except OSError as exc:
+        return web.Response(status=400, text=f"Could not write the file: {exc.strerror}")
+    return _write_reply(state, path, request.query.get("full_info") == "true")
+
+
+async def delete_userdata_file(request: web.Request) -> web.Response:
+    path = _user_path(request.app[STATE], request.match_info["file"])
+    if not os.path.isfile(path):
+        return web.Response(status=404)
+    os.remove(path)
+    return web.Response(status=204)
+
+
+async def post_userdata_move(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    source = _user_path(state, request.match_info["file"])
+    dest = _user_path(state, request.match_info["dest"])
+    if not os.path.isfile(source):
+        return web.Response(status=404)
+    if os.path.exists(dest) and request.query.get("overwrite") == "false":
+        return web.Response(status=409, text="File already exists")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.replace(source, dest)
+    return _write_reply(state, dest, request.query.get("full_info") == "true")
+
+
+async def get_empty_object(request: web.Request) -> web.Response:
+    """/i18n, /global_subgraphs, /workflow_templates, /node_replacements: nothing from packs yet."""
+    return _json({})
+
+
+async def get_global_subgraph(request: web.Request) -> web.Response:
+    return _error("not found", 404)
+
+
+async def get_extensions(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    found = []
+    ext_root = os.path.join(state.web_root, "extensions")
+    for root, dirs, files in os.walk(ext_root):
+        dirs.sort()
+        found += ["/extensions/" + os.path.relpath(os.path.join(root, f), ext_root).replace(os.sep, "/")
+                  for f in sorted(files) if f.endswith(".js")]
+    for pack, web_dir in _pack_web_dirs(state).items():
+        for root, dirs, files in os.walk(web_dir):
+            dirs.sort()
+            found += [f"/extensions/{quote(pack)}/" + os.path.relpath(os.path.join(root, f), web_dir).replace(os.sep, "/")
+                      for f in sorted(files) if f.endswith(".js")]
+    return _json(found)
+
+
+def _pack_web_dirs(state: ServerState) -> dict[str, str]:
+    """pack name -> absolute WEB_DIRECTORY of loaded custom-node packs."""
+    return dict(state.registry.web_directories)
+
+
+async def get_templates_index(request: web.Request) -> web.Response:
+    return _json([])
+
+
+async def get_internal_folder_paths(request: web.Request) -> web.Response:
+    paths = request.app[STATE].paths
+    return _json({k: paths.folder_paths(k) for k in paths.folder_names()})
+
+
+async def get_internal_files(request: web.Request) -> web.Response:
+    paths = request.app[STATE].paths
+    kind = request.match_info["kind"]
+    if kind not in ("input", "output", "temp"):
+        return _error("Invalid directory type")
+    root = paths.area_dir(kind)
+    entries = [e for e in os.scandir(root) if not e.name.startswith(".") and e.is_file()] if os.path.isdir(root) else []
+    entries.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    return _json([e.name for e in entries])
+
+
+# -- WebSocket -----------------------------------------------------------------------------------
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """GET /ws?clientId=: status with sid first, then routed events (api.md §11)."""
+    state = request.app[STATE]
+    ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, heartbeat=30)
+    await ws.prepare(request)
+    sid = request.query.get("clientId") or uuid.uuid4().hex
+    client = Client(ws, sid)
+    state.hub.clients[sid] = client
+    pump = asyncio.create_task(client.pump())
+    client.push(json.dumps({"type": "status", "data": {
+        "status": {"exec_info": {"queue_remaining": state.store.remaining()}}, "sid": sid}}))
+    worker = state.worker
+    running = worker.running
+    if running is not None and running.extra_data.get("client_id") == sid and worker.current_node is not None:
+        client.push(json.dumps({"type": "executing", "data": {"node": worker.current_node}}))
+    first = True
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            if first:
+                first = False
+                try:
+                    message = json.loads(msg.data)
+                except ValueError:
+                    log.info("ignored a malformed WebSocket message from %s", sid)
+                    continue
+                if isinstance(message, dict) and message.get("type") == "feature_flags":
+                    client.flags = message.get("data") if isinstance(message.get("data"), dict) else {}
+                    client.push(json.dumps({"type": "feature_flags", "data": state.features()}))
+    finally:
+        if state.hub.clients.get(sid) is client:
+            del state.hub.clients[sid]
+        client.wakeup.set()
+        pump.cancel()
+    return ws
+
+
+# -- static files --------------------------------------------------------------------------------
+
+async def get_index(request: web.Request) -> web.StreamResponse:
+    index = os.path.join(request.app[STATE].web_root, "index.html")
+    if not os.path.isfile(index):
+        return web.Response(status=404, text="No editor found in the web root")
+    return web.FileResponse(index, headers={"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0",
+                                            "Content-Type": "text/html"})
+
+
+async def get_pack_file(request: web.Request) -> web.StreamResponse:
+    """/extensions/<pack>/<path>: a pack's WEB_DIRECTORY, contained, symlinks not followed out."""
+    state = request.app[STATE]
+    pack, relative = request.match_info["pack"], request.match_info["path"]
+    roots = _pack_web_dirs(state)
+    if pack in roots:
+        root = roots[pack]
+    else:
+        root = os.path.join(state.web_root, "extensions", pack)
+    try:
+        path = state.paths.contained(root, relative)
+    except PathEscape:
+        return web.Response(status=404)
+    if not os.path.isfile(path):
+        return web.Response(status=404)
+    return web.FileResponse(path)
+
+
+# -- application ---------------------------------------------------------------------------------
+
+API_ROUTES: list[tuple[str, str, Callable]] = [
+    ("GET", "/ws", websocket),
+    ("POST", "/prompt", post_prompt),
+    ("GET", "/prompt", get_prompt),
+    ("GET", "/queue", get_queue),
+    ("POST", "/queue", post_queue),
+    ("GET", "/history", get_history),
+    ("GET", "/history/{prompt_id}", get_history_item),
+    ("POST", "/history", post_history),
+    ("GET", "/jobs", get_jobs),
+    ("POST", "/jobs/cancel", post_jobs_cancel),
+    ("GET", "/jobs/{job_id}", get_job),
+    ("POST", "/jobs/{job_id}/cancel", post_job_cancel),
+    ("POST", "/interrupt", post_interrupt),
+    ("POST", "/free", post_free),
+    ("GET", "/object_info", get_object_info),
+    ("GET", "/object_info/{node_class}", get_object_info_class),
+    ("GET", "/view", get_view),
+    ("POST", "/upload/image", post_upload_image),
+    ("POST", "/upload/mask", post_upload_mask),
+    ("GET", "/embeddings", get_embeddings),
+    ("GET", "/models", get_models),
+    ("GET", "/models/{folder}", get_models_folder),
+    ("GET", "/experiment/models", get_experiment_models),
+    ("GET", "/experiment/models/{folder}", get_experiment_models_folder),
+    ("GET", "/extensions", get_extensions),
+    ("GET", "/system_stats", get_system_stats),
+    ("GET", "/features", get_features),
+    ("GET", "/users", get_users),
+    ("POST", "/users", post_users),
+    ("GET", "/settings", get_settings),
+    ("POST", "/settings", post_settings),
+    ("GET", "/settings/{setting_id}", get_setting),
+    ("POST", "/settings/{setting_id}", post_setting),
+    ("GET", "/userdata", get_userdata_list),
+    ("POST", "/userdata/{file}/move/{dest}", post_userdata_move),
+    ("GET", "/userdata/{file}", get_userdata_file),
+    ("POST", "/userdata/{file}", post_userdata_file),
+    ("DELETE", "/userdata/{file}", delete_userdata_file),
+    ("GET", "/i18n", get_empty_object),
+    ("GET", "/global_subgraphs", get_empty_object),
+    ("GET", "/global_subgraphs/{subgraph_id}", get_global_subgraph),
+    ("GET", "/workflow_templates", get_empty_object),
+    ("GET", "/node_replacements", get_empty_object),
+]
+
+
+def _add_pack_routes(app: web.Application) -> None:
+    """Routes custom-node packs registered on PromptServer.instance.routes, also under /api."""
+    for method, path, target, kwargs in app[STATE].registry.bridge.committed_routes():
+        if method == "STATIC":
+            app.router.add_static(path, target, follow_symlinks=False)
+            continue
+        for prefix in ("", "/api"):
+            app.router.add_route(method, prefix + path, target, **kwargs)
+
+
+def setup_routes(app: web.Application) -> None:
+    """Every API route twice (bare and /api), then /internal, custom-node routes and static files."""
+    router = app.router
+    for prefix in ("", "/api"):
+        for method, path, handler in API_ROUTES:
+            router.add_route(method, prefix + path, handler)
+    _add_pack_routes(app)
+    router.add_get("/internal/folder_paths", get_internal_folder_paths)
+    router.add_get("/internal/files/{kind}", get_internal_files)
+    router.add_get("/", get_index)
+    router.add_get("/templates/index.json", get_templates_index)
+    router.add_get("/extensions/{pack}/{path:.+}", get_pack_file)
+    web_root = app[STATE].web_root
+    if os.path.isdir(web_root):
+        router.add_static("/", web_root, follow_symlinks=False)
+
+
+def _resolve_token(config: RuntimeConfig, paths: Paths) -> str | None:
+    """--token, --token-file or --generate-token (stored 0600 in the user dir)."""
+    if config.token:
+        return config.token
+    if config.token_file:
+        with open(config.token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    if config.generate_token:
+        os.makedirs(paths.user_dir, exist_ok=True)
+        path = os.path.join(paths.user_dir, "kiln_token")
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        return token
+    return None
+
+
+def security_policy(config: RuntimeConfig, paths: Paths) -> security.SecurityPolicy:
+    cors = config.enable_cors_header
+    return security.SecurityPolicy(
+        token=_resolve_token(config, paths), allowed_hosts=tuple(config.allowed_hosts),
+        allowed_origins=tuple(config.allowed_origins), cors_origins=(cors,) if cors else ())
+
+
+def create_app(config: RuntimeConfig, registry, executor, *, paths: Paths | None = None,
+               store: PromptStore | None = None, system_hooks: SystemHooks | None = None,
+               policy: security.SecurityPolicy | None = None) -> web.Application:
+    """Build the application; the worker thread and the store live in its cleanup context."""
+    paths = paths or Paths.from_config(config)
+    max_body = int(config.max_upload_size * 1024 * 1024)
+    state = ServerState(
+        config=config, registry=registry, executor=executor, paths=paths,
+        store=store or SqliteStore(os.path.join(paths.user_dir, "kiln_queue.sqlite3"), config.max_history),
+        policy=policy or security_policy(config, paths), hooks=system_hooks or SystemHooks(),
+        web_root=os.path.abspath(config.front_end_root or DEFAULT_WEB_ROOT),
+        max_body=max_body)
+    state.counter = state.store.next_number()
+    app = web.Application(middlewares=[security_middleware], client_max_size=max_body)
+    app[STATE] = state
+    app.on_response_prepare.append(_add_headers)
+    app.cleanup_ctx.append(_worker_context)
+    setup_routes(app)
+    return app
+
+
+async def _worker_context(app: web.Application):
+    """Start the worker thread with the loop; stop it and close the store on shutdown."""
+    state = app[STATE]
+    state.loop = asyncio.get_running_loop()
+    os.makedirs(os.path.join(state.paths.user_dir, "default"), exist_ok=True)
+    state.worker = Worker(state)
+    bridge = state.registry.bridge
+    bridge.sender = state.worker.post_pack_message
+    state.worker.thread.start()
+    yield
+    bridge.sender = None
+    state.worker.stop.set()
+    state.worker.interrupt.set()
+    await asyncio.get_running_loop().run_in_executor(None, state.worker.thread.join, 10)
+    for client in list(state.hub.clients.values()):
+        await client.ws.close()
+    state.store.close()
+
+
+def run_server(config: RuntimeConfig, registry, executor, *, system_hooks: SystemHooks | None = None) -> None:
+    """Serve until interrupted (main.py's `serve`); exits non-zero on an unsafe configuration."""
+    paths = Paths.from_config(config)
+    policy = security_policy(config, paths)
+    hosts = tuple(h.strip() for h in config.listen.split(",") if h.strip())
+    problem = security.startup_problem(hosts, policy, config.allow_unauthenticated_remote)
+    if problem:
+        raise SystemExit(f"kiln: {problem}")
+    if config.allow_unauthenticated_remote and any(not security.is_loopback_name(h) for h in hosts):
+        log.warning("listening on %s WITHOUT authentication (--allow-unauthenticated-remote)", ", ".join(hosts))
+    app = create_app(config, registry, executor, paths=paths, policy=policy, system_hooks=system_hooks)
+    if config.generate_token and policy.token:
+        print(f"Kiln editor: http://{hosts[0]}:{config.port}/?token={policy.token}", flush=True)
+    web.run_app(app, host=list(hosts), port=config.port, print=lambda *_: None,
+                access_log=None, handle_signals=True)
