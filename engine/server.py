@@ -274,7 +274,7 @@ class Worker:
         self.interrupt.clear()
         state.registry.bridge.client_id = client_id
         state.registry.bridge.last_prompt_id = item.prompt_id
-        self.post(state.broadcast_status)
+        self.post(state.hub.send_json, "status", state.status_data(), None)
 
         def emit(event: str, data: dict) -> None:
             if event == "preview":
@@ -309,7 +309,7 @@ class Worker:
         with self.lock:
             self.running = None
             self.current_node = None
-        self.post(state.broadcast_status)
+        self.post(state.hub.send_json, "status", state.status_data(), None)
         if client_id:
             self.post(state.hub.send_json, "executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
 
@@ -347,8 +347,11 @@ class ServerState:
     sensitive: dict[str, dict] = field(default_factory=dict)
     max_body: int = 100 * 1024 * 1024
 
+    def status_data(self) -> dict:
+        return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
+
     def broadcast_status(self) -> None:
-        self.hub.send_json("status", {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}, None)
+        self.hub.send_json("status", self.status_data(), None)
 
     def features(self) -> dict:
         return {"supports_preview_metadata": True, "max_upload_size": self.max_body}
