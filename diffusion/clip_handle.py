@@ -1,0 +1,144 @@
+"""ClipHandle: the CLIP wire object — shared text encoders plus per-clone layer choice and patches."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from diffusion.embeddings import EmbeddingLookup
+from diffusion.model_handle import ModelHandle, WeightPatch
+from diffusion.models.text_encoders import ClipTextEncoder
+from diffusion.prompt import Weighted, chunk, token_groups
+from diffusion.tokenizer import ClipTokenizer
+
+Warn = Callable[[str], None]
+
+
+class ClipHandle:
+    """One family's text encoders (`clip_l`, `clip_h`, `clip_g`) behind ComfyUI's CLIP behaviour.
+
+    Patch keys are `<encoder>.transformer.<HF name>` (e.g.
+    `clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.weight`); patching is done by the same
+    mechanism as the UNet's (a `ModelHandle` over the encoders).
+    """
+
+    def __init__(self, encoders: Mapping[str, ClipTextEncoder], family: str, *,
+                 load_device: torch.device | str = "cpu"):
+        self.family = family
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.encoders.compute_dtype = torch.float32  # CLIP math is always float32 (§1); read by active()
+        self.layer: int | None = None  # stop_at_clip_layer; None = each encoder's default
+        self._weights = ModelHandle(self.encoders, {}, family, "eps", None, load_device=load_device)  # type: ignore[arg-type]
+        self.tokenizers = {name: ClipTokenizer(enc.config.pad_id) for name, enc in self.encoders.items()}
+
+    @property
+    def patches(self) -> dict[str, list[tuple[float, WeightPatch]]]:
+        """Recorded `(strength, patch)` lists by module key."""
+        return self._weights.patches
+
+    @property
+    def load_device(self) -> torch.device:
+        return self._weights.load_device
+
+    def clone(self) -> ClipHandle:
+        """A new handle on the same encoders with a copy of the patches and the layer choice."""
+        other = ClipHandle.__new__(ClipHandle)
+        other.family, other.encoders, other.layer = self.family, self.encoders, self.layer
+        other.tokenizers = self.tokenizers
+        other._weights = self._weights.clone()
+        other._weights.unet = self.encoders
+        return other
+
+    def set_layer(self, stop_at_clip_layer: int) -> None:
+        """CLIP skip: use the hidden state `N + k` of every encoder (k < 0), §6.4."""
+        self.layer = stop_at_clip_layer
+
+    def hf_weight_keys(self, encoder: str) -> list[str]:
+        """The HF parameter names of one encoder (what LoRA key maps are generated from)."""
+        return self.encoders[encoder].hf_names()
+
+    def weight_keys(self) -> set[str]:
+        """Every patchable key, `<encoder>.transformer.<HF name>`."""
+        return {f"{name}.transformer.{k}" for name in self.encoders for k in self.hf_weight_keys(name)}
+
+    def add_patches(self, patches: Mapping[str, WeightPatch], strength: float = 1.0) -> set[str]:
+        """Record patches for keys these encoders have; returns the keys that matched."""
+        own = {}
+        for key, patch in patches.items():
+            name, _, hf = key.partition(".transformer.")
+            if name in self.encoders and hf in self.encoders[name].hf_names():
+                own[f"{name}.{self.encoders[name].module_key(hf)}"] = (key, patch)
+        matched = self._weights.add_patches({k: p for k, (_, p) in own.items()}, strength)
+        return {own[k][0] for k in matched}
+
+    def tokenize(self, text: str, embeddings: EmbeddingLookup | None = None,
+                 warn: Warn | None = None) -> dict[str, list[list[Weighted]]]:
+        """Text → 77-token chunks of (token or TI vector, weight) per encoder."""
+        out = {}
+        for name, enc in self.encoders.items():
+            width = enc.config.width
+            embed = None if embeddings is None else (lambda n, name=name, width=width: embeddings.vectors(n, name, width))
+            out[name] = chunk(token_groups(text, self.tokenizers[name], embed, warn), enc.config.pad_id)
+        return out
+
+    def encode(self, text: str, embeddings: EmbeddingLookup | None = None,
+               warn: Warn | None = None) -> tuple[Tensor, Tensor | None]:
+        """A prompt → (cond [1, 77k, D], pooled [1, P] or None); SDXL uses the same text for l and g."""
+        return self.encode_chunks(self.tokenize(text, embeddings, warn), warn)
+
+    def encode_sdxl(self, text_g: str, text_l: str, embeddings: EmbeddingLookup | None = None,
+                    warn: Warn | None = None) -> tuple[Tensor, Tensor | None]:
+        """SDXL's two prompts: `text_g` for clip_g, `text_l` for clip_l; chunk counts are evened out."""
+        tokens = {"clip_g": self.tokenize(text_g, embeddings, warn)["clip_g"],
+                  "clip_l": self.tokenize(text_l, embeddings, warn)["clip_l"]}
+        k = max(len(c) for c in tokens.values())
+        for name, chunks in tokens.items():
+            empty = chunk([], self.encoders[name].config.pad_id)
+            chunks += empty * (k - len(chunks))
+        return self.encode_chunks(tokens, warn)
+
+    @torch.no_grad()
+    def encode_chunks(self, tokens: dict[str, list[list[Weighted]]], warn: Warn | None = None
+                      ) -> tuple[Tensor, Tensor | None]:
+        """Run each encoder on its chunks and apply the token weights (§7, §8.1)."""
+        conds, pooled = [], None
+        with self._weights.active() as encoders:
+            for name, enc in encoders.items():
+                cond, pool = _encode_weighted(enc, tokens[name], self.layer, warn)
+                conds.append(cond)
+                if name != "clip_l" or len(encoders) == 1:
+                    pooled = pool
+        length = min(c.shape[1] for c in conds)
+        return torch.cat([c[:, :length] for c in conds], dim=-1), pooled
+
+
+def _encode_weighted(enc: ClipTextEncoder, chunks: list[list[Weighted]], layer: int | None,
+                     warn: Warn | None) -> tuple[Tensor, Tensor]:
+    """One encoder: chunks (+ the empty prompt when weighted) in one batch, then §7's interpolation."""
+    pad = enc.config.pad_id
+    weighted = any(w != 1.0 for c in chunks for _, w in c)
+    batch = chunks + ([chunk([], pad)[0]] if weighted else [])
+    ids, vectors, weights = [], {}, []
+    for row, seq in enumerate(batch):
+        seq = _drop_foreign_vectors(seq, enc.config.width, pad, warn)
+        ids.append([t if isinstance(t, int) else 0 for t, _ in seq])
+        weights.append([w for _, w in seq])
+        vectors.update({(row, p): t for p, (t, _) in enumerate(seq) if not isinstance(t, int)})
+    device = enc.text.embeddings.token_embedding.weight.device
+    z, pooled = enc(torch.tensor(ids, device=device), vectors, enc.config.default_layer if layer is None else layer)
+    if weighted:
+        empty, z = z[-1:], z[:-1]
+        w = torch.tensor(weights[:-1], dtype=z.dtype, device=device)[..., None]  # [K, 77, 1]
+        z = torch.where(w != 1.0, (z - empty) * w + empty, z)
+    return z.reshape(1, -1, z.shape[-1]), pooled[:1]  # [1, 77K, D], pooled of chunk 1
+
+
+def _drop_foreign_vectors(seq: list[Weighted], width: int, pad: int, warn: Warn | None) -> list[Weighted]:
+    """TI vectors of another width are removed; the chunk is refilled with pads at the end (§5.3)."""
+    kept = [(t, w) for t, w in seq if isinstance(t, int) or t.shape[-1] == width]
+    if len(kept) < len(seq) and warn:
+        warn(f"dropped {len(seq) - len(kept)} embedding vector(s) of the wrong width for a {width}-wide encoder")
+    return kept + [(pad, 1.0)] * (len(seq) - len(kept))
+
