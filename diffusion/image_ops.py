@@ -201,7 +201,7 @@ def canny(image: Tensor, low: float, high: float) -> Tensor:
     g = torch.arange(5, dtype=torch.float32) - 2
     g = torch.exp(-(g**2) / 2)
     smooth = _depthwise(gray, torch.outer(g, g) / torch.outer(g, g).sum())
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])  # unnormalised, as kornia's canny
     gx = _depthwise(smooth, sobel, "replicate")
     gy = _depthwise(smooth, sobel.T, "replicate")
     mag = torch.sqrt(gx**2 + gy**2 + 1e-6)

@@ -154,6 +154,13 @@ def open_image(path: str) -> Image.Image:
     return img
 
 
+def _scale_16_bit(img: Image.Image) -> Image.Image:
+    """32/16-bit integer grayscale (``I``, ``I;16``…) scaled by 1/255, as ComfyUI does for mode I."""
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        return img.convert("I").point(lambda v: v * (1 / 255))
+    return img
+
+
 def decode_image(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [N,H,W,3] and MASK [N,H,W] (1 − alpha; 64×64 zeros without alpha) of every same-size frame."""
     img = open_image(path)
@@ -161,9 +168,7 @@ def decode_image(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     for index, frame in enumerate(ImageSequence.Iterator(img)):
         if index >= MAX_FRAMES:
             raise ValueError(f"too many frames in {os.path.basename(path)} (limit {MAX_FRAMES})")
-        frame = ImageOps.exif_transpose(frame)
-        if frame.mode == "I":
-            frame = frame.point(lambda v: v * (1 / 255))
+        frame = _scale_16_bit(ImageOps.exif_transpose(frame))
         rgb = frame.convert("RGB")
         if size is None:
             size = rgb.size
@@ -187,9 +192,7 @@ def decode_mask(path: str, channel: str) -> torch.Tensor:
     """One channel of the file (converted to RGBA) as MASK [1,H,W]; alpha is inverted."""
     img = ImageOps.exif_transpose(open_image(path))
     if img.getbands() != ("R", "G", "B", "A"):
-        if img.mode == "I":
-            img = img.point(lambda v: v * (1 / 255))
-        img = img.convert("RGBA")
+        img = _scale_16_bit(img).convert("RGBA")
     band = channel[0].upper()
     if band not in img.getbands():
         return torch.zeros(1, 64, 64)
