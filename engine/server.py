@@ -1283,6 +1283,24 @@ async def get_pack_file(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path)
 
 
+async def get_static(request: web.Request) -> web.StreamResponse:
+    """Files of the web root; a path that names a POST-only route answers 405, not 404 (S5)."""
+    state = request.app[STATE]
+    try:
+        path = state.paths.contained(state.web_root, request.match_info["path"])
+    except PathEscape:
+        path = ""
+    if path and os.path.isfile(path):
+        return web.FileResponse(path)
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        match, allowed = await resource.resolve(request)
+        if match is None and allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+    return web.Response(status=404)
+
+
 # -- application ---------------------------------------------------------------------------------
 
 API_ROUTES: list[tuple[str, str, Callable]] = [
@@ -1354,9 +1372,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/", get_index)
     router.add_get("/templates/index.json", get_templates_index)
     router.add_get("/extensions/{pack}/{path:.+}", get_pack_file)
-    web_root = app[STATE].web_root
-    if os.path.isdir(web_root):
-        router.add_static("/", web_root, follow_symlinks=False)
+    router.add_get("/{path:.+}", get_static)
 
 
 def _resolve_token(config: RuntimeConfig, paths: Paths) -> str | None:
