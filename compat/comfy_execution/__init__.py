@@ -1,0 +1,1 @@
+"""ComfyUI's `comfy_execution` package (graph helpers only)."""
