@@ -60,9 +60,11 @@ def _now_ms() -> int:
 
 @dataclass(frozen=True)
 class SystemHooks:
-    """Model-memory hooks the engine cannot implement itself (diffusion owns the models); main.py passes them."""
+    """Device facts the engine cannot know without torch (diffusion owns the models); main.py passes them.
 
-    free: Callable[[bool, bool], None] | None = None          # (unload_models, free_memory)
+    Unloading models on POST /free goes through `Executor.unload_hooks`, not through here.
+    """
+
     devices: Callable[[], list[dict]] | None = None           # /system_stats "devices" entries
     pytorch_version: str = ""
 
@@ -245,9 +247,6 @@ class Worker:
         if flags is None:
             return
         unload, free_memory = flags
-        hooks = self.state.hooks
-        if hooks.free is not None and (unload or free_memory):
-            hooks.free(unload, free_memory)
         self.state.executor.free(unload_models=unload or free_memory, free_memory=free_memory)
 
     def _loop(self) -> None:

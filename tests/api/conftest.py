@@ -7,11 +7,12 @@ import threading
 import pytest
 from aiohttp import web
 
+from engine.cache import make_cache
 from engine.config import RuntimeConfig
+from engine.executor import Executor
 from engine.paths import Paths
 from engine.registry import Registry
 from engine.server import create_app
-from apitest_executor import FakeExecutor
 from apitest_nodes import SPECS
 
 
@@ -70,7 +71,7 @@ def start_server(base_dir):
         config = RuntimeConfig(base_directory=str(base_dir), **overrides)
         paths = Paths.from_config(config)
         registry = make_registry(paths)
-        executor = FakeExecutor(registry, paths=paths, config=config)
+        executor = Executor(registry, cache=make_cache(config.cache_policy), paths=paths, config=config)
         server = LiveServer(create_app(config, registry, executor, paths=paths, policy=policy))
         servers.append(server)
         return server
