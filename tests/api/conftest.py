@@ -47,9 +47,9 @@ class LiveServer:
         self.thread.join(5)
 
 
-def make_registry(paths: Paths) -> Registry:
+def make_registry(paths: Paths, extra_specs=()) -> Registry:
     registry = Registry(paths)
-    for spec in SPECS:
+    for spec in [*SPECS, *extra_specs]:
         registry.add(spec, core=True)
     return registry
 
@@ -63,14 +63,15 @@ def base_dir(tmp_path):
 
 @pytest.fixture
 def start_server(base_dir):
-    """Factory: start a server with config overrides (and optional policy); stopped after the test."""
+    """Factory: start a server with config overrides (optional policy, extra node specs); stopped after the test."""
     servers = []
 
     def start(**overrides) -> LiveServer:
         policy = overrides.pop("policy", None)
+        extra_specs = overrides.pop("specs", ())
         config = RuntimeConfig(base_directory=str(base_dir), **overrides)
         paths = Paths.from_config(config)
-        registry = make_registry(paths)
+        registry = make_registry(paths, extra_specs)
         executor = Executor(registry, cache=make_cache(config.cache_policy), paths=paths, config=config)
         server = LiveServer(create_app(config, registry, executor, paths=paths, policy=policy))
         servers.append(server)
