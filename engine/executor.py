@@ -398,7 +398,7 @@ class _Run:
             return data
         allowed = {name for name, _ in spec.inputs}
         out = data if spec.accepts_extra else {k: v for k, v in data.items() if k in allowed}
-        if spec.wants_ctx:
+        if spec.wants_ctx and not lazy:
             out = dict(out, ctx=[ctx])
         return out
 
