@@ -1,11 +1,15 @@
 """Real aiohttp client helpers for the API tests (sync wrappers around one request each)."""
 
 import asyncio
+import io
 import json
+import struct
 import time
+import zlib
 from dataclasses import dataclass
 
 import aiohttp
+from PIL import Image
 
 
 @dataclass
@@ -73,3 +77,27 @@ def wait_history(server, prompt_id: str, timeout: float = 10.0) -> dict:
 
 def wait_idle(server, timeout: float = 10.0) -> None:
     wait_for(lambda: get(server, "/prompt").json()["exec_info"]["queue_remaining"] == 0, timeout)
+
+
+def png_bytes(size=(8, 6), color=(200, 30, 30, 255)) -> bytes:
+    """A small solid RGBA PNG."""
+    buf = io.BytesIO()
+    Image.new("RGBA", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width=100000, height=100000) -> bytes:
+    """A tiny PNG whose header declares a huge image."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def upload(server, data: bytes, filename="a.png", route="/upload/image", **fields) -> Reply:
+    """Multipart upload of `data` as the `image` part plus form fields."""
+    form = aiohttp.FormData()
+    for key, value in fields.items():
+        form.add_field(key, value)
+    form.add_field("image", data, filename=filename, content_type="application/octet-stream")
+    return post(server, route, data=form)

@@ -3,35 +3,10 @@
 import io
 import json
 import os
-import struct
-import zlib
 
-import aiohttp
 from PIL import Image
 
-from apitest_client import get, http, post, queue_prompt, wait_history
-
-
-def _png(size=(8, 6), color=(200, 30, 30, 255)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGBA", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _bomb_png(width=100000, height=100000) -> bytes:
-    """A tiny PNG whose header declares a huge image."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def upload(server, data: bytes, filename="a.png", route="/upload/image", **fields):
-    form = aiohttp.FormData()
-    for key, value in fields.items():
-        form.add_field(key, value)
-    form.add_field("image", data, filename=filename, content_type="application/octet-stream")
-    return post(server, route, data=form)
+from apitest_client import bomb_png, get, http, post, png_bytes as _png, upload
 
 
 def test_uploading_the_same_name_renames_and_identical_content_is_not_duplicated(server, base_dir):
@@ -84,7 +59,7 @@ def test_view_previews_and_channels_reencode_and_refuse_bombs(server, base_dir):
     assert Image.open(io.BytesIO(alpha.body)).getpixel((0, 0)) == (0, 0, 0, 128)
     rgb = get(server, "/view?filename=pic.png&type=input&channel=rgb")
     assert Image.open(io.BytesIO(rgb.body)).mode == "RGB"
-    (base_dir / "input" / "bomb.png").write_bytes(_bomb_png())
+    (base_dir / "input" / "bomb.png").write_bytes(bomb_png())
     assert get(server, "/view?filename=bomb.png&type=input&preview=webp").json() == {"error": "image too large"}
     assert get(server, "/view?filename=bomb.png&type=input").status == 200
     (base_dir / "input" / "junk.png").write_bytes(b"not an image")
