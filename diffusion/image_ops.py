@@ -334,3 +334,35 @@ def paste_masked(dest: Tensor, src: Tensor, x: int, y: int, mask: Tensor | None 
     region = out[..., y:y + sh, x:x + sw]
     out[..., y:y + sh, x:x + sw] = m * src + (1 - m) * region
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Inpainting preparation (sampling.md §7.4)
+
+
+def inpaint_crop(pixels: Tensor, mask: Tensor, multiple: int = 8) -> tuple[Tensor, Tensor]:
+    """Pixels [B,H,W,C] and the mask resized (bilinear) to them, both centre-cropped to multiples of 8.
+
+    Returns (pixels [B,H',W',C], mask [B,1,H',W']).
+    """
+    h, w = pixels.shape[1], pixels.shape[2]
+    m = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=(h, w),
+                      mode="bilinear")
+    return crop_image_to_multiple(pixels, multiple), crop_to_multiple(m, multiple)
+
+
+def gray_fill(pixels: Tensor, mask: Tensor) -> Tensor:
+    """Masked pixels (``round(mask)`` = 1) set to exactly 0.5; mask [B,1,H,W], pixels [B,H,W,C]."""
+    keep = 1.0 - mask.round().movedim(1, -1)
+    return (pixels - 0.5) * keep + 0.5
+
+
+def grow_box(mask: Tensor, grow: int) -> Tensor:
+    """``round(mask)`` grown with a ``grow``×``grow`` box of ones, clamped, cropped back and rounded."""
+    h, w = mask.shape[-2:]
+    if grow <= 0:
+        return mask.round()
+    pad = math.ceil((grow - 1) / 2)
+    kernel = torch.ones(1, 1, grow, grow, dtype=mask.dtype, device=mask.device)
+    grown = F.conv2d(mask.round(), kernel, padding=pad).clamp(0, 1)
+    return grown[..., :h, :w].round()
