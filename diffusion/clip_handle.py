@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from diffusion.embeddings import EmbeddingLookup
+from diffusion.keymaps.clip import to_checkpoint
 from diffusion.model_handle import ModelHandle, WeightPatch
 from diffusion.models.text_encoders import ClipTextEncoder
 from diffusion.prompt import Weighted, chunk, token_groups
@@ -42,13 +43,16 @@ class ClipHandle:
     def load_device(self) -> torch.device:
         return self._weights.load_device
 
+    def model_size(self) -> int:
+        """Bytes of the encoders' weights in their storage dtype."""
+        return self._weights.model_size()
+
     def clone(self) -> ClipHandle:
         """A new handle on the same encoders with a copy of the patches and the layer choice."""
         other = ClipHandle.__new__(ClipHandle)
         other.family, other.encoders, other.layer = self.family, self.encoders, self.layer
         other.tokenizers = self.tokenizers
         other._weights = self._weights.clone()
-        other._weights.unet = self.encoders
         return other
 
     def set_layer(self, stop_at_clip_layer: int) -> None:
@@ -72,6 +76,15 @@ class ClipHandle:
                 own[f"{name}.{self.encoders[name].module_key(hf)}"] = (key, patch)
         matched = self._weights.add_patches({k: p for k, (_, p) in own.items()}, strength)
         return {own[k][0] for k in matched}
+
+    def checkpoint_state_dict(self) -> dict[str, Tensor]:
+        """The encoders, patches merged, under the family's single-file checkpoint keys (for saving)."""
+        with self._weights.active() as encoders:
+            weights = {}
+            for name, enc in encoders.items():
+                patched = {k for k in enc.hf_names() if f"{name}.{enc.module_key(k)}" in self.patches}
+                weights[name] = {k: v.clone() if k in patched else v for k, v in enc.hf_state_dict().items()}
+        return to_checkpoint(weights, self.family)
 
     def tokenize(self, text: str, embeddings: EmbeddingLookup | None = None,
                  warn: Warn | None = None) -> dict[str, list[list[Weighted]]]:

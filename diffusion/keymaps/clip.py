@@ -8,6 +8,7 @@ transformers' module names (transformers 5 drops the `text_model.` level).
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -115,13 +116,13 @@ def hf_to_openclip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def extract_encoders(sd: dict[str, Tensor], family: str) -> dict[str, dict[str, Tensor]]:
+def extract_encoders(sd: Mapping[str, Tensor], family: str) -> dict[str, dict[str, Tensor]]:
     """The text encoders of a checkpoint as `{encoder: {HF name: tensor}}` (empty when none are present)."""
     found: dict[str, dict[str, Tensor]] = {}
     for encoder, prefix, layout in PREFIXES[family_group(family)]:
         if encoder in found:
             continue
-        part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        part = {k[len(prefix):]: sd[k] for k in sd.keys() if k.startswith(prefix)}  # touch only these tensors
         if layout == "hf":  # old SD1 files lack the `text_model.` level
             part = {k if k.startswith(_HF_TOP_LEVEL) else "text_model." + k: v for k, v in part.items()}
         if not part:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -205,7 +206,8 @@ def random_weights(model: ClipTextEncoder, generator: torch.Generator) -> dict[s
     return out
 
 
-def clip_from_state_dict(sd: dict[str, Tensor], family: str, dtype: torch.dtype = torch.float16):
+def clip_from_state_dict(sd: Mapping[str, Tensor], family: str, dtype: torch.dtype = torch.float16, *,
+                         load_device: torch.device | str = "cpu"):
     """A `ClipHandle` with the checkpoint's text encoders (config read from shapes), or None if absent.
 
     `dtype` is the storage dtype (ComfyUI stores CLIP as fp16 by default); the math runs in float32.
@@ -221,4 +223,4 @@ def clip_from_state_dict(sd: dict[str, Tensor], family: str, dtype: torch.dtype 
             raise ValueError(f"{family} checkpoint lacks its {base.name} text encoder")
         weights = found[base.name]
         encoders[base.name] = build_encoder(infer_config(base, weights), weights, dtype)
-    return ClipHandle(encoders, family_group(family))
+    return ClipHandle(encoders, family_group(family), load_device=load_device)

@@ -6,7 +6,7 @@ import torch
 from diffusion.clip_handle import ClipHandle
 from diffusion.keymaps.clip import to_checkpoint
 from diffusion.models.text_encoders import build_encoder, clip_from_state_dict, family_configs, tiny_config
-from diffusion.patches import LoRA, text_encoder_key_map
+from diffusion.patches import Diff, LoRA, text_encoder_key_map
 from diffusion.prompt import chunk, token_groups
 from diffusion.tokenizer import ClipTokenizer
 
@@ -188,6 +188,18 @@ def test_lora_patches_change_only_the_patched_clone_and_weights_come_back_bit_id
     assert torch.equal(clip.encode("a cat")[0], plain)
     after = clip.encoders.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_saving_a_patched_clip_writes_the_merged_weights_in_the_checkpoint_layout():
+    clip = handle("sd2")
+    key = "clip_h.transformer.text_model.encoder.layers.1.mlp.fc2.weight"
+    patched = clip.clone()
+    patched.add_patches({key: Diff(torch.full((32, 128), 0.01))}, 1.0)
+    sd = patched.checkpoint_state_dict()
+    assert "cond_stage_model.model.transformer.resblocks.1.mlp.c_proj.weight" in sd
+    loaded = clip_from_state_dict(sd, "sd2", torch.float32)
+    assert torch.equal(loaded.encode("a cat")[0], patched.encode("a cat")[0])
+    assert not torch.equal(loaded.encode("a cat")[0], clip.encode("a cat")[0])
 
 
 def test_the_contracted_patch_keys_cover_every_parameter():
