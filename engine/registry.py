@@ -254,6 +254,8 @@ def _import_pack(module_name: str, path: str):
         pkg = types.ModuleType("custom_nodes")
         pkg.__path__ = []
         sys.modules["custom_nodes"] = pkg
+    for key in [k for k in sys.modules if k == module_name or k.startswith(module_name + ".")]:
+        del sys.modules[key]   # a re-load (tests, a second registry) must execute the pack again
     if os.path.isdir(path):
         spec = importlib.util.spec_from_file_location(module_name, os.path.join(path, "__init__.py"),
                                                       submodule_search_locations=[path])
