@@ -893,7 +893,10 @@ def _store_upload(state: ServerState, temp_path: str, filename: str, fields: dic
         target = state.paths.contained(root, os.path.join(os.path.relpath(folder, os.path.realpath(root)), filename))
     except PathEscape:
         raise BadRequest({"error": "path escapes its folder"}) from None
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise BadRequest({"error": f"cannot create the subfolder: {exc.strerror}"}) from None
     overwrite = fields.get("overwrite", "").lower() in ("true", "1")
     if os.path.exists(target) and not overwrite:
         algorithm = state.config.default_hashing_function
@@ -906,7 +909,10 @@ def _store_upload(state: ServerState, temp_path: str, filename: str, fields: dic
             i += 1
         filename = f"{stem} ({i}){ext}"
         target = os.path.join(folder, filename)
-    os.replace(temp_path, target)
+    try:
+        os.replace(temp_path, target)
+    except OSError as exc:
+        raise BadRequest({"error": f"cannot store the upload: {exc.strerror}"}) from None
     return {"name": filename, "subfolder": subfolder, "type": kind}
 
 
