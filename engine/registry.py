@@ -81,6 +81,7 @@ class Registry:
         self.web_directories: dict[str, str] = {}
         self.packs: list[PackResult] = []
         self.bridge = ServerBridge()
+        self.config = None   # the RuntimeConfig when built by main.py (read by compat shims)
 
     def add(self, spec: NodeSpec, *, core: bool = False) -> None:
         """Register a spec; a custom node never replaces a core node (execution.md §11.2)."""

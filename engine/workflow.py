@@ -1,6 +1,9 @@
 """Workflow files: API-format prompts as they are, editor (UI) workflows converted (workflows.md §3)."""
 from __future__ import annotations
 
+import datetime
+import random
+import re
 from typing import Any, Callable
 
 from engine.errors import WorkflowError
@@ -274,3 +277,106 @@ def editor_to_api(workflow: dict, object_info: dict, *, warn: Callable[[str], No
     if not is_editor_workflow(workflow):
         raise WorkflowError("Not an editor workflow (no 'nodes'/'links' arrays)")
     return _Converter(workflow, object_info, warn).convert()
+
+
+# -- editor rewrites the CLI applies (workflows.md §3.7, §3.8) --------------------------------------------
+SAVE_NODES = {"SaveImage", "SaveVideo", "SaveAnimatedWEBP", "SaveWEBM", "SaveAudio", "SaveGLB", "SaveAnimatedPNG",
+              "CLIPSave", "VAESave", "ModelSave", "LoraSave", "SaveLatent"}
+_COMMENTS = re.compile(r"/\*[\s\S]*?\*/|//[^\n]*")
+_DATE_TOKENS = re.compile(r"yyyy|yy|MM|M|dd|d|hh|h|mm|m|ss|s")
+_UNSAFE = re.compile(r'[/?<>\\:*|"\x00-\x1f\x7f]')
+
+
+def dynamic_prompt(text: str, rng: random.Random) -> str:
+    """Strip comments, pick one option of every `{a|b}` block (nested), then unescape `\\{ \\} \\|`."""
+    text = _expand_choices(_COMMENTS.sub("", text), rng)
+    return text.replace("\\{", "{").replace("\\}", "}").replace("\\|", "|")
+
+
+def _expand_choices(s: str, rng: random.Random) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            out.append(s[i:i + 2])
+            i += 2
+            continue
+        if c != "{":
+            out.append(c)
+            i += 1
+            continue
+        depth, j, start, options = 0, i + 1, i + 1, []
+        while j < len(s):
+            ch = s[j]
+            if ch == "\\":
+                j += 2
+                continue
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif ch == "|" and depth == 0:
+                options.append(s[start:j])
+                start = j + 1
+            j += 1
+        if j >= len(s):  # unmatched "{": kept as text
+            out.append(c)
+            i += 1
+            continue
+        options.append(s[start:j])
+        out.append(_expand_choices(rng.choice(options), rng))
+        i = j + 1
+    return "".join(out)
+
+
+def format_date(fmt: str, now: datetime.datetime) -> str:
+    """The editor's `%date:FORMAT%` tokens (yyyy yy MM M dd d hh h mm m ss s)."""
+    values = {"yyyy": f"{now.year:04d}", "yy": f"{now.year % 100:02d}", "MM": f"{now.month:02d}", "M": str(now.month),
+              "dd": f"{now.day:02d}", "d": str(now.day), "hh": f"{now.hour:02d}", "h": str(now.hour),
+              "mm": f"{now.minute:02d}", "m": str(now.minute), "ss": f"{now.second:02d}", "s": str(now.second)}
+    return _DATE_TOKENS.sub(lambda m: values[m.group(0)], fmt)
+
+
+def expand_date_patterns(text: str, now: datetime.datetime | None = None) -> str:
+    """Replace every `%date:FORMAT%` group (what the server does for SaveImage-family prefixes)."""
+    now = now or datetime.datetime.now()
+    return re.sub(r"%date:([^%]*)%", lambda m: format_date(m.group(1), now), text)
+
+
+def filename_pattern(text: str, workflow: dict, prompt: dict, now: datetime.datetime | None = None) -> str:
+    """`%date:…%` and `%Node.widget%` groups of a save node's filename_prefix (§3.7.2)."""
+    now = now or datetime.datetime.now()
+
+    def replace(m: re.Match) -> str:
+        group = m.group(1)
+        if group.startswith("date:"):
+            return format_date(group[5:], now)
+        if group.count(".") != 1:
+            return m.group(0)
+        name, widget = group.split(".")
+        nodes = [n for n in workflow.get("nodes") or [] if isinstance(n, dict)]
+        target = next((n for n in nodes if (n.get("properties") or {}).get("Node name for S&R") == name), None) \
+            or next((n for n in nodes if n.get("title") == name), None)
+        value = ((prompt.get(str(target["id"])) or {}).get("inputs") or {}).get(widget) if target else None
+        if value is None or isinstance(value, list):
+            return m.group(0)
+        return _UNSAFE.sub("_", str(value))
+
+    return re.sub(r"%([^%]+)%", replace, text)
+
+
+def apply_editor_rewrites(prompt: dict, workflow: dict, object_info: dict, rng: random.Random) -> None:
+    """What the official editor does before sending: dynamic prompts and filename patterns (in place)."""
+    for node in prompt.values():
+        info = object_info.get(node["class_type"]) or {}
+        entries = {**(info.get("input") or {}).get("required", {}), **(info.get("input") or {}).get("optional", {})}
+        inputs = node["inputs"]
+        for name, entry in entries.items():
+            opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            if entry and entry[0] == "STRING" and opts.get("dynamicPrompts") and isinstance(inputs.get(name), str):
+                inputs[name] = dynamic_prompt(inputs[name], rng)
+        if node["class_type"] in SAVE_NODES and isinstance(inputs.get("filename_prefix"), str):
+            inputs["filename_prefix"] = filename_pattern(inputs["filename_prefix"], workflow, prompt)

@@ -130,3 +130,26 @@ def test_unknown_node_types_produce_one_error_listing_all_of_them(info):
     with pytest.raises(WorkflowError) as exc:
         editor_to_api(w, info)
     assert str(exc.value) == "Workflow uses unknown node types: NopeA, NopeB"
+
+
+def test_dynamic_prompts_pick_seeded_choices_and_strip_comments():
+    import random
+
+    from engine.workflow import dynamic_prompt
+
+    picks = {dynamic_prompt("a {red|blue} car // draft", random.Random(seed)) for seed in range(20)}
+    assert picks == {"a red car ", "a blue car "}
+    assert dynamic_prompt("{x|{y|y}} \\{kept\\} /* note */end", random.Random(0)) in ("x {kept} end", "y {kept} end")
+    assert dynamic_prompt("a {b|c", random.Random(0)) == "a {b|c"
+
+
+def test_filename_patterns_expand_dates_and_node_widgets():
+    import datetime
+
+    from engine.workflow import filename_pattern
+
+    workflow = {"nodes": [{"id": 4, "type": "TestConst", "properties": {"Node name for S&R": "Loader"}}]}
+    prompt = {"4": {"inputs": {"ckpt": "sd/v1:5.safetensors"}}}
+    now = datetime.datetime(2026, 11, 25, 14, 29, 32)
+    assert filename_pattern("%date:yyyy-MM-dd%/%Loader.ckpt%_%width%_%Nope.x%", workflow, prompt, now) == \
+        "2026-11-25/sd_v1_5.safetensors_%width%_%Nope.x%"
