@@ -256,6 +256,7 @@ def editor(browser):
     """The editor at a fresh origin with the fake server and an empty localStorage."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     page = context.new_page()
+    page.set_default_timeout(5000)
     server = FakeServer()
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)

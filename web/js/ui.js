@@ -29,6 +29,8 @@ export function showMenu(items, at, depth = 0) {
     row.className = "menu-item" + (item.submenu ? " has-sub" : "") + (item.disabled ? " disabled" : "");
     row.textContent = item.label;
     row.setAttribute("role", "menuitem");
+    row.setAttribute("aria-label", item.label);
+    if (item.submenu) row.setAttribute("aria-haspopup", "menu");
     row.addEventListener("pointerenter", () => {
       if (item.submenu && !item.disabled) {
         const r = row.getBoundingClientRect();
@@ -104,7 +106,8 @@ export function showSearch(at, search, pick, filterLabel) {
     else if (e.key === "Enter") choose(active);
     else if (e.key === "Escape") closeSearch();
   });
-  input.addEventListener("blur", () => setTimeout(closeSearch, 150));
+  // Clicking elsewhere closes this box (not a newer one opened meanwhile).
+  input.addEventListener("blur", () => setTimeout(() => box.remove(), 150));
   render();
   input.focus();
 }
