@@ -234,16 +234,16 @@ class Editor:
         self.page.screenshot(path=str(ARTIFACTS / name))
 
     def pan_frame_times(self, moves: int = 90) -> dict:
-        """Drag-pan the canvas with `moves` pointer moves; median draw time and rAF interval in ms."""
+        """Pan with the middle mouse button over `moves` pointer moves; median draw time and rAF interval in ms."""
         self.js("() => { app.view.drawTimes.length = 0; window.__raf = []; window.__stop = false; let last = performance.now();"
                 " const tick = (t) => { window.__raf.push(t - last); last = t; if (!window.__stop) requestAnimationFrame(tick); };"
                 " requestAnimationFrame(tick); }")
         m = self.page.mouse
         m.move(700, 450)
-        m.down()
+        m.down(button="middle")
         for i in range(moves):
             m.move(580 + (i % 30) * 8, 400 + (i % 20) * 5)
-        m.up()
+        m.up(button="middle")
         self.js("() => { window.__stop = true; }")
         draws = self.js("() => app.view.drawTimes.slice()")
         raf = self.js("() => window.__raf.slice(1)")
