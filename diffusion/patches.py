@@ -292,3 +292,72 @@ def text_encoder_key_map(encoder: str, weight_keys: Iterable[str], *, sdxl_secon
                   else ("lora_prior_te_text_projection",)):
             out[n] = prefix + "text_projection"
     return out
+
+
+def ldm_to_diffusers_paths(config: Mapping[str, object], weight_keys: Iterable[str]) -> dict[str, str]:
+    """LDM UNet module path → diffusers path, for every weight of the UNet (checkpoints.md §8.2)."""
+    from diffusion.keymaps.unet import RESNET, TOP
+
+    res_blocks: list[int] = list(config["num_res_blocks"])  # type: ignore[arg-type]
+    levels = len(config["channel_mult"])  # type: ignore[arg-type]
+    blocks = {ldm: dif for dif, ldm in TOP.items()}
+    n = 1
+    for i in range(levels):
+        for j in range(res_blocks[i]):
+            blocks[f"input_blocks.{n}.0"] = f"down_blocks.{i}.resnets.{j}"
+            blocks[f"input_blocks.{n}.1"] = f"down_blocks.{i}.attentions.{j}"
+            n += 1
+        if i != levels - 1:
+            blocks[f"input_blocks.{n}.0.op"] = f"down_blocks.{i}.downsamplers.0.conv"
+            n += 1
+    blocks.update({"middle_block.0": "mid_block.resnets.0", "middle_block.1": "mid_block.attentions.0",
+                   "middle_block.2": "mid_block.resnets.1"})
+    m = 0
+    for i in range(levels):
+        n_res = res_blocks[levels - 1 - i] + 1
+        for j in range(n_res):
+            blocks[f"output_blocks.{m + j}.0"] = f"up_blocks.{i}.resnets.{j}"
+            blocks[f"output_blocks.{m + j}.1"] = f"up_blocks.{i}.attentions.{j}"
+        for slot in (1, 2):  # the upsampler follows the last block's transformer when it has one
+            blocks[f"output_blocks.{m + n_res - 1}.{slot}.conv"] = f"up_blocks.{i}.upsamplers.0.conv"
+        m += n_res
+    resnet_parts = {ldm: dif for dif, ldm in RESNET.items()}
+    out: dict[str, str] = {}
+    for key in weight_keys:
+        if not key.endswith(".weight"):
+            continue
+        path = key[: -len(".weight")]
+        parts = path.split(".")
+        for cut in range(len(parts), 0, -1):
+            head, rest = ".".join(parts[:cut]), parts[cut:]
+            if head in blocks:
+                tail = ".".join(rest)
+                if ".resnets." in blocks[head] and tail in resnet_parts:
+                    tail = resnet_parts[tail]
+                out[path] = ".".join([blocks[head], tail]) if tail else blocks[head]
+                break
+    return out
+
+
+def apply_patch_file(sd: Mapping[str, Tensor], model, clip, strength_model: float, strength_clip: float):
+    """Patch clones of MODEL and CLIP with a LoRA-family file; returns (model, clip, unmatched keys).
+
+    Both key maps are always probed, so a text-encoder patch never lands on the UNet and the keys
+    that matched neither model are reported (checkpoints.md §8.5).
+    """
+    unet_map = unet_key_map(model.weight_keys(), ldm_to_diffusers_paths(model.config, model.weight_keys())) \
+        if model is not None else {}
+    clip_map: dict[str, str] = {}
+    if clip is not None:
+        names = list(clip.encoders)
+        for name in names:
+            clip_map.update(text_encoder_key_map(name, clip.hf_weight_keys(name), prefix=f"{name}.transformer.",
+                                                 sdxl_second=name == "clip_g" and "clip_l" in names))
+    unet_file, clip_file = match_patches(sd, [unet_map, clip_map])
+    if model is not None and strength_model != 0:
+        model = model.clone()
+        model.add_patches(unet_file.patches, strength_model)
+    if clip is not None and strength_clip != 0:
+        clip = clip.clone()
+        clip.add_patches(clip_file.patches, strength_clip)
+    return model, clip, unet_file.unmatched

@@ -97,3 +97,19 @@ def test_sdxl_second_encoder_takes_te2_names_and_the_projection():
     assert key_map["lora_te2_text_model_encoder_layers_3_self_attn_q_proj"] == "clip_g.text_model.encoder.layers.3.self_attn.q_proj"
     assert key_map["lora_te2_text_projection"] == "clip_g.text_projection"
     assert "lora_te_text_model_encoder_layers_3_self_attn_q_proj" not in key_map
+
+
+def test_diffusers_names_of_every_sd15_and_sdxl_unet_weight_round_trip_through_the_loader_table():
+    from diffusion import configs
+    from diffusion.keymaps.unet import block_map, rename
+    from diffusion.patches import ldm_to_diffusers_paths
+    from keylists import read_keys, section
+
+    for name, config in (("sd15", configs.SD15), ("sdxl_base", configs.SDXL)):
+        keys = [k for k in section(read_keys(name), "model.diffusion_model.") if k.endswith(".weight")]
+        to_diffusers = ldm_to_diffusers_paths(config, keys)
+        assert len(to_diffusers) == len(keys)
+        diffusers_keys = [to_diffusers[k[:-len(".weight")]] + ".weight" for k in keys]
+        assert len(set(diffusers_keys)) == len(keys)
+        blocks = block_map(diffusers_keys)
+        assert [rename(k, blocks) for k in diffusers_keys] == keys, name
