@@ -103,7 +103,7 @@ def test_diffusers_names_of_every_sd15_and_sdxl_unet_weight_round_trip_through_t
     from diffusion import configs
     from diffusion.keymaps.unet import block_map, rename
     from diffusion.patches import ldm_to_diffusers_paths
-    from keylists import read_keys, section
+    from tests.diffusion.keylists import read_keys, section
 
     for name, config in (("sd15", configs.SD15), ("sdxl_base", configs.SDXL)):
         keys = [k for k in section(read_keys(name), "model.diffusion_model.") if k.endswith(".weight")]
