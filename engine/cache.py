@@ -36,6 +36,7 @@ def compute_keys(nodes: Callable[[str], dict | None], ids: Iterable[str], *, cla
     key(n) = hash(class, fingerprint, id if NOT_IDEMPOTENT/UNIQUE_ID, sorted inputs with links replaced by
     the source's key and slot) — node ids never matter otherwise, so equal sub-graphs share results.
     """
+    with_id: dict[Any, bool] = {}
     for root in ids:
         if root in memo:
             continue
@@ -55,16 +56,19 @@ def compute_keys(nodes: Callable[[str], dict | None], ids: Iterable[str], *, cla
                     if is_link(v) and v[0] not in memo:
                         stack.append((v[0], False))
                 continue
-            memo[nid] = _key_of(nid, node, inputs, class_info, fingerprints, memo, tag)
+            class_type = node.get("class_type")
+            flag = with_id.get(class_type)
+            if flag is None:
+                flag = with_id[class_type] = class_info(class_type)[0]
+            memo[nid] = _key_of(nid, class_type, inputs, flag, fingerprints, memo, tag)
 
 
-def _key_of(nid, node, inputs, class_info, fingerprints, memo, tag) -> str | None:
+def _key_of(nid, class_type, inputs, with_id, fingerprints, memo, tag) -> str | None:
     fp = fingerprints.get(nid, "False")
     if fp is None:
         return None
-    class_type = node.get("class_type")
     parts = [repr(class_type), fp, tag]
-    if class_info(class_type)[0]:
+    if with_id:
         parts.append(repr(nid))
     try:
         for name in sorted(inputs):

@@ -118,6 +118,8 @@ class _Run:
         self.ready: list[list] = [[], [], [], []]
         self.in_ready: set[str] = set()
         self.counter = 0
+        self.output_flags: dict[str, bool] = {}
+        self.allowed: dict[str, frozenset] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
     def emit(self, event: str, data: dict) -> None:
@@ -153,12 +155,12 @@ class _Run:
         return False
 
     def _progress_state(self, nid: str, value: float, maximum: float, state: str) -> None:
+        if self.emit_fn is None:
+            return
         self.progress[nid] = {"value": value, "max": maximum, "state": state, "node_id": nid,
                               "prompt_id": self.prompt_id, "display_node_id": self.dyn.display_id(nid),
                               "parent_node_id": self.dyn.parent_id(nid), "real_node_id": self.dyn.real_id(nid)}
-        if self.emit_fn is not None:
-            self.emit("progress_state", {"prompt_id": self.prompt_id, "nodes": {k: dict(v) for k, v in
-                                                                              self.progress.items()}})
+        self.emit("progress_state", {"prompt_id": self.prompt_id, "nodes": dict(self.progress)})
 
     # -- the run -------------------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -249,7 +251,7 @@ class _Run:
                               "display_node_id": nid, "parent_node_id": None, "real_node_id": nid}
         if self.emit_fn is not None:
             self.emit("progress_state", {"prompt_id": self.prompt_id,
-                                         "nodes": {k: dict(v) for k, v in self.progress.items()}})
+                                         "nodes": dict(self.progress)})
 
     def _record_ui(self, nid: str, ui: dict) -> None:
         self.result.outputs[nid] = ui
@@ -257,24 +259,40 @@ class _Run:
                                  "parent_node": self.dyn.parent_id(nid), "real_node_id": self.dyn.real_id(nid)}
 
     # -- execution list ------------------------------------------------------------------------------
-    def add(self, nid: str) -> None:
-        if nid in self.pending or self.has_value(nid):
+    def add(self, root: str) -> None:
+        """Put `root` and its not-yet-available non-lazy ancestors into the execution list (iteratively)."""
+        if root in self.pending or self.has_value(root):
             return
-        self.counter += 1
-        self.pending[nid] = self.counter
-        self.blocking[nid] = set()
-        node = self._node_or_none(nid)
-        if node is None:
-            raise _Failure(nid, NodeInputError(f"linked node {nid!r} does not exist"), {})
-        table = self.table(node["class_type"])
-        for name, v in (node.get("inputs") or {}).items():
-            if is_link(v):
+        self._register(root)
+        stack = [root]
+        while stack:
+            nid = stack.pop()
+            node = self._node_or_none(nid)
+            if node is None:
+                raise _Failure(nid, NodeInputError(f"linked node {nid!r} does not exist"), {})
+            table = self.table(node["class_type"])
+            blocking = self.blocking[nid]
+            for name, v in (node.get("inputs") or {}).items():
+                if not is_link(v):
+                    continue
                 info = table.get(name)
                 if info is not None and (info.lazy or info.raw_link):
                     continue
-                self.add_dep(nid, v[0])
-        if not self.blocking[nid]:
-            self._make_ready(nid)
+                src = v[0]
+                if self.has_value(src):
+                    continue
+                if src not in self.pending:
+                    self._register(src)
+                    stack.append(src)
+                blocking.add(src)
+                self.consumers.setdefault(src, set()).add(nid)
+            if not blocking:
+                self._make_ready(nid)
+
+    def _register(self, nid: str) -> None:
+        self.counter += 1
+        self.pending[nid] = self.counter
+        self.blocking[nid] = set()
 
     def add_dep(self, nid: str, src: str) -> None:
         if self.has_value(src):
@@ -290,10 +308,14 @@ class _Run:
         heapq.heappush(self.ready[self._bucket(nid)], (self.pending[nid], nid))
 
     def _is_output(self, nid: str) -> bool:
-        node = self._node_or_none(nid)
-        spec = self.registry.get(node["class_type"]) if node else None
-        return bool(spec and (spec.output_node or (spec.function is not None and
-                                                   inspect.iscoroutinefunction(spec.function))))
+        node = self.prompt.get(nid) or self.dyn.ephemeral.get(nid)
+        class_type = node["class_type"] if node else None
+        flag = self.output_flags.get(class_type)
+        if flag is None:
+            spec = self.registry.get(class_type)
+            flag = self.output_flags[class_type] = bool(spec and (spec.output_node or (
+                spec.function is not None and inspect.iscoroutinefunction(spec.function))))
+        return flag
 
     def _bucket(self, nid: str) -> int:
         if self._is_output(nid):
@@ -396,11 +418,15 @@ class _Run:
     def _with_ctx(self, spec, data: dict, ctx, lazy: bool = False) -> dict:
         if spec.v1_class is not None:
             return data
-        allowed = {name for name, _ in spec.inputs}
-        out = data if spec.accepts_extra else {k: v for k, v in data.items() if k in allowed}
+        if not spec.accepts_extra:
+            allowed = self.allowed.get(spec.class_type)
+            if allowed is None:
+                allowed = self.allowed[spec.class_type] = frozenset(name for name, _ in spec.inputs)
+            if not allowed.issuperset(data):
+                data = {k: v for k, v in data.items() if k in allowed}
         if spec.wants_ctx and not lazy:
-            out = dict(out, ctx=[ctx])
-        return out
+            data = dict(data, ctx=[ctx])
+        return data
 
     def _instance(self, nid: str, spec) -> Any:
         if spec.v1_class is None:
@@ -597,7 +623,7 @@ class _LinkValue:
 
 def _call(fn: Callable, kwargs: dict) -> Any:
     result = fn(**kwargs)
-    if inspect.isawaitable(result):
+    if asyncio.iscoroutine(result) or (result is not None and hasattr(result, "__await__")):
         result = asyncio.run(_await(result))
     return result
 
@@ -607,11 +633,12 @@ async def _await(awaitable):
 
 
 def _all_calls_blocked(data: dict, input_is_list: bool) -> bool:
-    if not data:
+    """True when every call of the node would receive an ExecutionBlocker (no `executing` then)."""
+    if not data or not any(type(v) is ExecutionBlocker for vs in data.values() for v in vs):
         return False
     if input_is_list:
-        return any(isinstance(v, ExecutionBlocker) for vs in data.values() for v in vs)
-    n = max((len(v) for v in data.values()), default=1)
+        return True
+    n = max(len(v) for v in data.values())
     return n > 0 and all(any(isinstance(vs[min(i, len(vs) - 1)], ExecutionBlocker) for vs in data.values() if vs)
                          for i in range(n))
 

@@ -7,8 +7,9 @@ from typing import Any, Iterable
 
 def is_link(value: Any) -> bool:
     """True for an API-format link `["node id", slot]`."""
-    return (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str)
-            and isinstance(value[1], int) and not isinstance(value[1], bool))
+    t = type(value)
+    return ((t is list or t is tuple) and len(value) == 2 and isinstance(value[0], str)
+            and type(value[1]) is int)
 
 
 class ExecutionBlocker:

@@ -1,0 +1,106 @@
+"""Executor overhead on graphs of no-op nodes: first run, fully cached re-run, validation (JSON lines).
+
+Targets (issue 2): first run <= 30 µs of overhead per node; fully cached re-run of 10 000 nodes <= 100 ms.
+Usage: python bench/engine.py [--sizes 1000 10000] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Annotated
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine.cache import make_cache  # noqa: E402
+from engine.executor import Executor  # noqa: E402
+from engine.paths import Paths  # noqa: E402
+from engine.registry import Registry  # noqa: E402
+from engine.schema import Int, NodeOutput, Output, Socket, node  # noqa: E402
+from engine.validate import validate_prompt  # noqa: E402
+
+
+@node("BenchSource", category="bench", outputs=[Output("INT")])
+def bench_source(value: Annotated[int, Int(default=0, min=0, max=10)]):
+    """A constant."""
+    return value
+
+
+@node("BenchNoop", category="bench", outputs=[Output("INT")])
+def bench_noop(x: Annotated[int, Socket("INT")], k: Annotated[int, Int(default=0, min=0, max=1 << 30)]):
+    """Passes its input through (the work is nil, so time measured is the engine's)."""
+    return x
+
+
+@node("BenchSink", category="bench", outputs=[], output_node=True)
+def bench_sink(x: Annotated[int, Socket("INT")]):
+    """The output node."""
+    return NodeOutput(ui={"value": [x]})
+
+
+def graph(n: int, width: int = 8) -> dict:
+    """`width` parallel chains of no-op nodes from one source, all joined into sinks: n nodes total."""
+    prompt = {"0": {"class_type": "BenchSource", "inputs": {"value": 1}}}
+    per_chain = (n - 1 - width) // width
+    nid = 1
+    for c in range(width):
+        prev = "0"
+        for i in range(per_chain):
+            prompt[str(nid)] = {"class_type": "BenchNoop", "inputs": {"x": [prev, 0], "k": c * per_chain + i}}
+            prev = str(nid)
+            nid += 1
+        prompt[str(nid)] = {"class_type": "BenchSink", "inputs": {"x": [prev, 0]}}
+        nid += 1
+    while len(prompt) < n:   # pad to exactly n with no-ops feeding the first sink's chain start
+        prompt[str(nid)] = {"class_type": "BenchNoop", "inputs": {"x": ["0", 0], "k": nid}}
+        nid += 1
+    return prompt
+
+
+def measure(n: int, repeat: int, with_events: bool) -> dict:
+    registry = Registry(Paths(tempfile.mkdtemp()))
+    for fn in (bench_source, bench_noop, bench_sink):
+        registry.add(fn.spec, core=True)
+    base = graph(n)
+    emit = (lambda e, d: None) if with_events else None
+    best_validate = best_first = best_cached = float("inf")
+    for _ in range(repeat):
+        prompt = copy.deepcopy(base)
+        t = time.perf_counter()
+        result = validate_prompt(registry, prompt)
+        best_validate = min(best_validate, time.perf_counter() - t)
+        assert result.ok, result.error
+        executor = Executor(registry, cache=make_cache("classic"))
+        t = time.perf_counter()
+        first = executor.run("bench", prompt, outputs=result.outputs, emit=emit)
+        best_first = min(best_first, time.perf_counter() - t)
+        assert first.status == "success" and len(first.executed) >= n - (n - 1) % 8 - 8
+        t = time.perf_counter()
+        again = executor.run("bench2", prompt, outputs=result.outputs, emit=emit)
+        best_cached = min(best_cached, time.perf_counter() - t)
+        assert again.executed == []
+    executed = len(first.executed)
+    return {"bench": "engine", "nodes": n, "executed_first_run": executed, "events": with_events,
+            "validate_ms": round(best_validate * 1000, 2),
+            "first_run_ms": round(best_first * 1000, 2),
+            "first_run_us_per_node": round(best_first * 1e6 / executed, 2),
+            "cached_rerun_ms": round(best_cached * 1000, 2),
+            "targets": {"first_run_us_per_node": 30, "cached_rerun_10k_ms": 100}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    for n in args.sizes:
+        print(json.dumps(measure(n, args.repeat, with_events=False)), flush=True)
+    print(json.dumps(measure(args.sizes[0], args.repeat, with_events=True)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
