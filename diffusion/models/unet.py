@@ -6,7 +6,7 @@ loads with no renaming. Configuration is a plain dict (see `diffusion.configs`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -202,6 +202,54 @@ def _heads(channels: int, num_heads: int, num_head_channels: int) -> tuple[int, 
     return num_heads, channels // num_heads
 
 
+TransformerFactory = Callable[[int, int], SpatialTransformer]
+
+
+def transformer_factory(context_dim: int, use_linear: bool, num_heads: int, num_head_channels: int,
+                        upcast: bool) -> TransformerFactory:
+    """A builder `(channels, depth) -> SpatialTransformer` applying the family's head rule."""
+    def make(ch: int, depth: int) -> SpatialTransformer:
+        heads, dim_head = _heads(ch, num_heads, num_head_channels)
+        return SpatialTransformer(ch, heads, dim_head, depth, context_dim, use_linear, upcast)
+
+    return make
+
+
+def build_input_blocks(in_channels: int, model_channels: int, channel_mult: list[int], num_res_blocks: list[int],
+                       transformer_depth: list[int], make_transformer: TransformerFactory
+                       ) -> tuple[nn.ModuleList, list[int], int]:
+    """`input_blocks` (shared by the UNet and ControlNet), each skip's channel count, and the deepest width."""
+    emb_ch = model_channels * 4
+    depths = list(transformer_depth)
+    blocks = nn.ModuleList([TimestepEmbedSequential(Conv2d(in_channels, model_channels, 3, padding=1))])
+    skip_chans = [model_channels]
+    ch = model_channels
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks[level]):
+            layers: list[nn.Module] = [ResBlock(ch, emb_ch, mult * model_channels)]
+            ch = mult * model_channels
+            depth = depths.pop(0)
+            if depth > 0:
+                layers.append(make_transformer(ch, depth))
+            blocks.append(TimestepEmbedSequential(*layers))
+            skip_chans.append(ch)
+        if level != len(channel_mult) - 1:
+            blocks.append(TimestepEmbedSequential(Downsample(ch)))
+            skip_chans.append(ch)
+    return blocks, skip_chans, ch
+
+
+def build_middle_block(ch: int, emb_ch: int, depth: int, make_transformer: TransformerFactory
+                       ) -> TimestepEmbedSequential | None:
+    """ResBlock (+ transformer + ResBlock when depth >= 0); None for depth -2 (no middle block)."""
+    if depth <= -2:
+        return None
+    layers: list[nn.Module] = [ResBlock(ch, emb_ch, ch)]
+    if depth >= 0:
+        layers += [make_transformer(ch, depth), ResBlock(ch, emb_ch, ch)]
+    return TimestepEmbedSequential(*layers)
+
+
 class UNetModel(nn.Module):
     """LDM UNet: input blocks, middle block, output blocks with skip connections, `out` head."""
 
@@ -219,33 +267,13 @@ class UNetModel(nn.Module):
         if adm_in_channels:
             self.label_emb = nn.Sequential(nn.Sequential(Linear(adm_in_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch)))
 
-        def transformer(ch: int, depth: int) -> SpatialTransformer:
-            heads, dim_head = _heads(ch, num_heads, num_head_channels)
-            return SpatialTransformer(ch, heads, dim_head, depth, context_dim, use_linear_in_transformer,
-                                      attention_upcast)
-
-        depths_in = list(transformer_depth)
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(Conv2d(in_channels, model_channels, 3, padding=1))])
-        skip_chans = [model_channels]
-        ch = model_channels
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks[level]):
-                layers: list[nn.Module] = [ResBlock(ch, emb_ch, mult * model_channels)]
-                ch = mult * model_channels
-                depth = depths_in.pop(0)
-                if depth > 0:
-                    layers.append(transformer(ch, depth))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(channel_mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
-                skip_chans.append(ch)
-
-        middle: list[nn.Module] = [ResBlock(ch, emb_ch, ch)]
-        if transformer_depth_middle >= 0:
-            middle += [transformer(ch, transformer_depth_middle), ResBlock(ch, emb_ch, ch)]
-        if transformer_depth_middle > -2:
-            self.middle_block = TimestepEmbedSequential(*middle)
+        transformer = transformer_factory(context_dim, use_linear_in_transformer, num_heads, num_head_channels,
+                                          attention_upcast)
+        self.input_blocks, skip_chans, ch = build_input_blocks(
+            in_channels, model_channels, channel_mult, num_res_blocks, transformer_depth, transformer)
+        middle = build_middle_block(ch, emb_ch, transformer_depth_middle, transformer)
+        if middle is not None:
+            self.middle_block = middle
 
         depths_out = list(transformer_depth_output)
         self.output_blocks = nn.ModuleList()
