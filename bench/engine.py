@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 import time
+import timeit
 from typing import Annotated
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -92,11 +93,19 @@ def measure(n: int, repeat: int, with_events: bool) -> dict:
             "targets": {"first_run_us_per_node": 30, "cached_rerun_10k_ms": 100}}
 
 
+def machine_baseline_us() -> float:
+    """µs for `sum(range(1000))` (best of 5): ~8 on an idle modern core; scales the numbers above."""
+    return round(min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print(json.dumps({"bench": "engine", "machine_baseline_us": machine_baseline_us(),
+                      "note": "sum(range(1000)) time; ~8 us on an idle core, higher when the CPU is shared"}),
+          flush=True)
     for n in args.sizes:
         print(json.dumps(measure(n, args.repeat, with_events=False)), flush=True)
     print(json.dumps(measure(args.sizes[0], args.repeat, with_events=True)), flush=True)

@@ -366,8 +366,8 @@ class _Run:
             raise
         except Exception as exc:
             raise _Failure(nid, exc, {})
-        all_blocked = _all_calls_blocked(data, spec.input_is_list)
-        if not all_blocked:
+        has_blocker = any(type(v) is ExecutionBlocker for vs in data.values() for v in vs)
+        if not (has_blocker and _all_calls_blocked(data, spec.input_is_list)):
             self._progress_state(nid, 0.0, 1.0, "running")
             self.emit("executing", {"node": nid, "display_node": self.dyn.display_id(nid), "prompt_id": self.prompt_id})
         ctx = ctxmod.RunContext(nid, self.prompt_id, self.ex.paths, self.ex.config, self.interrupt,
@@ -405,7 +405,8 @@ class _Run:
             raise _Failure(nid, exc, data)
         finally:
             ctxmod.reset_current(token)
-        self._report_blockers(nid, class_type, data, spec.input_is_list)
+        if has_blocker:
+            self._report_blockers(nid, class_type, data, spec.input_is_list)
         if any(e is not None for e in expands):
             self._expand(nid, class_type, outs, expands)
             st.expansion, st.ui = outs, uis
@@ -634,8 +635,6 @@ async def _await(awaitable):
 
 def _all_calls_blocked(data: dict, input_is_list: bool) -> bool:
     """True when every call of the node would receive an ExecutionBlocker (no `executing` then)."""
-    if not data or not any(type(v) is ExecutionBlocker for vs in data.values() for v in vs):
-        return False
     if input_is_list:
         return True
     n = max(len(v) for v in data.values())
@@ -650,6 +649,14 @@ def _map_calls(fn: Callable, data: dict, input_is_list: bool, ctx) -> list:
             ctx.check_interrupt()
         return [fn(**data)]
     n = max((len(v) for v in data.values()), default=1) if data else 1
+    if n == 1 and all(len(v) == 1 for v in data.values()):   # the common case: one call, no broadcasting
+        args = {k: v[0] for k, v in data.items()}
+        blocker = next((a for a in args.values() if type(a) is ExecutionBlocker), None)
+        if blocker is not None:
+            return [blocker]
+        if ctx is not None:
+            ctx.check_interrupt()
+        return [fn(**args)]
     results = []
     for i in range(n):
         args = {k: (v[i] if i < len(v) else v[-1]) if v else None for k, v in data.items()}
@@ -666,6 +673,9 @@ def _map_calls(fn: Callable, data: dict, input_is_list: bool, ctx) -> list:
 
 def _merge_outputs(spec, outs: list) -> list[list]:
     """Slot lists from per-call results (§5.2): append per call, or concatenate list outputs."""
+    if len(outs) == 1 and type(outs[0]) is tuple and len(outs[0]) == len(spec.outputs) \
+            and not any(o.is_list for o in spec.outputs) and not any(type(v) is _LinkValue for v in outs[0]):
+        return [[v] for v in outs[0]]
     merged: list[list] = [[] for _ in spec.outputs]
     for out in outs:
         if out is None:
