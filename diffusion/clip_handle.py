@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Mapping
 
 import torch
@@ -89,27 +90,29 @@ class ClipHandle:
     def tokenize(self, text: str, embeddings: EmbeddingLookup | None = None,
                  warn: Warn | None = None) -> dict[str, list[list[Weighted]]]:
         """Text → 77-token chunks of (token or TI vector, weight) per encoder."""
-        out = {}
-        for name, enc in self.encoders.items():
-            width = enc.config.width
-            embed = None if embeddings is None else (lambda n, name=name, width=width: embeddings.vectors(n, name, width))
-            out[name] = chunk(token_groups(text, self.tokenizers[name], embed, warn), enc.config.pad_id)
-        return out
+        return {name: self._chunks(name, text, embeddings, warn) for name in self.encoders}
+
+    def _chunks(self, name: str, text: str, embeddings: EmbeddingLookup | None, warn: Warn | None
+                ) -> list[list[Weighted]]:
+        enc = self.encoders[name]
+        embed = None if embeddings is None else partial(_lookup, embeddings, name, enc.config.width, warn)
+        return chunk(token_groups(text, self.tokenizers[name], embed, warn), enc.config.pad_id)
 
     def encode(self, text: str, embeddings: EmbeddingLookup | None = None,
                warn: Warn | None = None) -> tuple[Tensor, Tensor | None]:
         """A prompt → (cond [1, 77k, D], pooled [1, P] or None); SDXL uses the same text for l and g."""
+        warn = _once(warn)
         return self.encode_chunks(self.tokenize(text, embeddings, warn), warn)
 
     def encode_sdxl(self, text_g: str, text_l: str, embeddings: EmbeddingLookup | None = None,
                     warn: Warn | None = None) -> tuple[Tensor, Tensor | None]:
         """SDXL's two prompts: `text_g` for clip_g, `text_l` for clip_l; chunk counts are evened out."""
-        tokens = {"clip_g": self.tokenize(text_g, embeddings, warn)["clip_g"],
-                  "clip_l": self.tokenize(text_l, embeddings, warn)["clip_l"]}
+        warn = _once(warn)
+        tokens = {"clip_l": self._chunks("clip_l", text_l, embeddings, warn),
+                  "clip_g": self._chunks("clip_g", text_g, embeddings, warn)}
         k = max(len(c) for c in tokens.values())
         for name, chunks in tokens.items():
-            empty = chunk([], self.encoders[name].config.pad_id)
-            chunks += empty * (k - len(chunks))
+            chunks += chunk([], self.encoders[name].config.pad_id) * (k - len(chunks))
         return self.encode_chunks(tokens, warn)
 
     @torch.no_grad()
@@ -146,6 +149,29 @@ def _encode_weighted(enc: ClipTextEncoder, chunks: list[list[Weighted]], layer: 
         w = torch.tensor(weights[:-1], dtype=z.dtype, device=device)[..., None]  # [K, 77, 1]
         z = torch.where(w != 1.0, (z - empty) * w + empty, z)
     return z.reshape(1, -1, z.shape[-1]), pooled[:1]  # [1, 77K, D], pooled of chunk 1
+
+
+def _lookup(embeddings: EmbeddingLookup, encoder: str, width: int, warn: Warn | None, name: str) -> Tensor | None:
+    """An embedding's vectors for one encoder; an unreadable file is reported and treated as missing."""
+    try:
+        return embeddings.vectors(name, encoder, width)
+    except Exception as exc:  # any unreadable user file (safetensors, pickle, zip errors alike)
+        if warn:
+            warn(f"could not read embedding {name!r}: {exc}")
+        return None
+
+
+def _once(warn: Warn | None) -> Warn | None:
+    """A warn callback that passes each distinct message on once (both SDXL encoders look names up)."""
+    if warn is None:
+        return None
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+    return once
 
 
 def _drop_foreign_vectors(seq: list[Weighted], width: int, pad: int, warn: Warn | None) -> list[Weighted]:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from diffusion.clip_handle import ClipHandle
+from diffusion.embeddings import EmbeddingLookup
 from diffusion.keymaps.clip import to_checkpoint
 from diffusion.models.text_encoders import build_encoder, clip_from_state_dict, family_configs, tiny_config
 from diffusion.patches import Diff, LoRA, text_encoder_key_map
@@ -132,6 +133,18 @@ def test_missing_embeddings_warn_and_the_prompt_still_encodes():
     cond, _ = clip.encode("a photo of embedding:gone", Lookup(), warnings.append)
     assert torch.equal(cond, clip.encode("a photo of")[0])
     assert warnings and "gone" in warnings[0]
+
+
+def test_sdxl_reports_a_missing_embedding_once_and_an_unreadable_file_as_missing(tmp_path):
+    clip = handle("sdxl", {"clip_g": 48})
+    warnings = []
+    clip.encode("a embedding:gone photo", Lookup(), warnings.append)
+    assert len(warnings) == 1
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    warnings.clear()
+    cond, _ = clip.encode("a embedding:broken photo", EmbeddingLookup([str(tmp_path)]), warnings.append)
+    assert torch.equal(cond, clip.encode("a photo")[0])
+    assert any("could not read" in w for w in warnings)
 
 
 def test_sdxl_drops_embedding_vectors_of_the_other_width_from_clip_g_only():
