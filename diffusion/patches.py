@@ -147,7 +147,28 @@ class SetWeight:
         return self.value.float().reshape(weight.shape).clone()
 
 
-WeightPatch = LoRA | LoHa | LoKr | Diff | SetWeight
+@dataclass(frozen=True)
+class Merge:
+    """Model merging as a patch: `W·(1−s) + s·other` (blend) or `W + s·other` (add, subtract).
+
+    `other` is read from the source model when the patch is applied, with the source's own patches
+    (e.g. a LoRA on the second model) applied first, so merges see what that model would compute with.
+    """
+
+    source: Tensor
+    source_patches: tuple = ()
+    blend: bool = True
+
+    def apply(self, weight: Tensor, strength: float) -> Tensor:
+        other = self.source.detach().to(weight.device, torch.float32, copy=True)
+        for s, patch in self.source_patches:
+            other = patch.apply(other, s)
+        if self.blend:
+            return weight * (1.0 - strength) + other * strength
+        return weight + other * strength
+
+
+WeightPatch = LoRA | LoHa | LoKr | Diff | SetWeight | Merge
 
 # ---------------------------------------------------------------------------------------------
 # Probing a file for the patch of one external name
