@@ -33,7 +33,7 @@ class ClipHandle:
         self.encoders.compute_dtype = torch.float32  # CLIP math is always float32 (§1); read by active()
         self.layer: int | None = None  # stop_at_clip_layer; None = each encoder's default
         self._weights = ModelHandle(self.encoders, {}, family, "eps", None, load_device=load_device)  # type: ignore[arg-type]
-        self.tokenizers = {name: ClipTokenizer(enc.config.pad_id) for name, enc in self.encoders.items()}
+        self.tokenizer = ClipTokenizer()
 
     @property
     def patches(self) -> dict[str, list[tuple[float, WeightPatch]]]:
@@ -52,7 +52,7 @@ class ClipHandle:
         """A new handle on the same encoders with a copy of the patches and the layer choice."""
         other = ClipHandle.__new__(ClipHandle)
         other.family, other.encoders, other.layer = self.family, self.encoders, self.layer
-        other.tokenizers = self.tokenizers
+        other.tokenizer = self.tokenizer
         other._weights = self._weights.clone()
         return other
 
@@ -96,7 +96,7 @@ class ClipHandle:
                 ) -> list[list[Weighted]]:
         enc = self.encoders[name]
         embed = None if embeddings is None else partial(_lookup, embeddings, name, enc.config.width, warn)
-        return chunk(token_groups(text, self.tokenizers[name], embed, warn), enc.config.pad_id)
+        return chunk(token_groups(text, self.tokenizer, embed, warn), enc.config.pad_id)
 
     def encode(self, text: str, embeddings: EmbeddingLookup | None = None,
                warn: Warn | None = None) -> tuple[Tensor, Tensor | None]:

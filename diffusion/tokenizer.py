@@ -65,10 +65,9 @@ def clip_bpe() -> Tokenizer:
 
 
 class ClipTokenizer:
-    """Text → CLIP token ids without BOS/EOS; knows the pad id of the encoder it feeds."""
+    """Text → CLIP token ids without BOS/EOS (the same vocabulary for every CLIP encoder)."""
 
-    def __init__(self, pad_id: int = EOS):
-        self.pad_id = pad_id
+    def __init__(self):
         self._bpe = clip_bpe()
 
     def encode(self, text: str) -> list[int]:
