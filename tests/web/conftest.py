@@ -89,9 +89,9 @@ class FakeServer:
             return route.fulfill(status=200, body=data, headers={"Content-Type": "image/png"})
         if path == "/upload/image":
             return self.upload(route)
-        if path == "/v2/userdata":
-            return self.reply(route, [{"name": k.rsplit("/", 1)[-1], "path": k, "type": "file", "size": len(v)}
-                                      for k, v in sorted(self.user_files.items())])
+        if path == "/userdata" and query.get("dir") == "workflows":
+            files = sorted(k.removeprefix("workflows/") for k in self.user_files if k.startswith("workflows/"))
+            return self.reply(route, files) if files else route.fulfill(status=404, body="Directory not found")
         if path.startswith("/userdata/"):
             name = path.removeprefix("/userdata/")
             if method == "POST":

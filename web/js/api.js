@@ -103,15 +103,18 @@ export class Api {
   }
 
   /**
-   * Saved workflows of the user: `workflows/*.json` in the user directory, relative to it.
-   * Lists the whole user tree with /v2/userdata, which (unlike `/userdata?dir=workflows`) does
-   * not answer 404 before the first save.
+   * Saved workflows of the user (`workflows/*.json` in the user directory); [] before the first
+   * save, when the server answers 404 for the missing folder (api.md §10.5).
    * @returns {Promise<string[]>}
    */
   async userWorkflows() {
-    const entries = await this.json("/v2/userdata");
-    return (entries ?? []).filter((/** @type {any} */ e) => e.type === "file" && /^workflows\/.+\.json$/.test(e.path))
-      .map((/** @type {any} */ e) => e.path.slice("workflows/".length));
+    try {
+      const files = await this.json("/userdata?dir=workflows&recurse=true&split=false&full_info=false");
+      return (files ?? []).filter((/** @type {any} */ f) => typeof f === "string" && f.endsWith(".json"));
+    } catch (e) {
+      if (/** @type {any} */ (e).status === 404) return [];
+      throw e;
+    }
   }
 
   /** @param {string} path relative to the user directory */

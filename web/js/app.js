@@ -42,8 +42,6 @@ export class App {
     /** @type {{url: string, node: string}[]} */
     this.gallery = [];
     this.autosaveTimer = 0;
-    /** @type {{templates: string[], user: string[]} | null} */
-    this.workflowSources = null;
     const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById("graph-canvas"));
     this.view = new CanvasView(canvas, this.graph, {
       commit: () => this.commit(),
@@ -69,7 +67,6 @@ export class App {
     await this.loadExtensions();
     await this.loadInitialWorkflow();
     this.refreshQueue();
-    this.refreshWorkflowList();
     document.body.dataset.ready = "true";
   }
 
@@ -94,7 +91,8 @@ export class App {
         toast(`Autosaved workflow could not be restored: ${/** @type {Error} */ (e).message}`, "error");
       }
     }
-    const wf = await this.api.template("default").catch(() => null);
+    const names = await this.api.templates().catch(() => []);
+    const wf = names.includes("default") ? await this.api.template("default").catch(() => null) : null;
     if (wf) this.loadWorkflow(wf);
     this.view.fitView();
   }
@@ -211,7 +209,6 @@ export class App {
     try {
       await this.api.putUserFile(file, JSON.stringify(this.serialize()));
       toast(`Saved ${file}`);
-      this.refreshWorkflowList();
     } catch (e) {
       toast(/** @type {Error} */ (e).message, "error");
     }
@@ -225,15 +222,10 @@ export class App {
     }
   }
 
-  async refreshWorkflowList() {
-    const [templates, user] = await Promise.all([this.api.templates().catch(() => []), this.api.userWorkflows().catch(() => [])]);
-    this.workflowSources = { templates, user: user.filter((/** @type {any} */ f) => typeof f === "string" && f.endsWith(".json")) };
-  }
-
-  /** The Workflows menu: shipped workflows and the user's saved ones. @param {number[]} at */
+  /** The Workflows menu: shipped workflows and the user's saved ones, listed when opened. @param {number[]} at */
   async workflowsMenu(at) {
-    await this.refreshWorkflowList();
-    const src = this.workflowSources ?? { templates: [], user: [] };
+    const [templates, user] = await Promise.all([this.api.templates().catch(() => []), this.api.userWorkflows().catch(() => [])]);
+    const src = { templates, user };
     /** @type {MenuItem[]} */
     const items = [
       ...src.templates.map((/** @type {string} */ t) => ({ label: `Example: ${t}`, action: () => this.openTemplate(t) })),
