@@ -180,3 +180,26 @@ def test_controlnet_files_load_and_their_residuals_fit_the_unet(tmp_path):
         assert len(residuals["output"]) == len(unet.input_blocks)
         out = unet(x, t, ctx, control=residuals)
     assert out.shape == x.shape and not torch.allclose(out, unet(x, t, ctx))
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_t2i_adapter_files_load_and_give_one_feature_map_per_unet_level(tmp_path, light):
+    from diffusion.models.controlnet import T2IAdapter, T2IAdapterLight
+    from tests.diffusion.tiny_models import seeded
+
+    channels = [32, 64, 128, 128]
+    if light:
+        adapter = T2IAdapterLight(cin=192, channels=channels, nums_rb=1)
+    else:
+        blocks = [{"has_in_conv": i in (2, 4), "has_skep": False} for i in range(8)]
+        adapter = T2IAdapter(cin=192, channels=channels, nums_rb=2, ksize=1, use_conv=False, blocks=blocks)
+    seeded(adapter, 3)
+    path = tmp_path / "t2iadapter_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(path))
+    control = loading.load_controlnet(path, config=FP32)
+    assert control.kind == "t2i_adapter" and type(control.model) is type(adapter)
+    hint = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features, expected = control.model(hint), adapter(hint)
+    assert [f.shape[1:] for f in features] == [(32, 16, 16), (64, 8, 8), (128, 4, 4), (128, 2, 2)]
+    assert all(torch.equal(a, b) for a, b in zip(features, expected))
