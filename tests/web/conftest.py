@@ -26,6 +26,10 @@ ORIGIN = "http://kiln.test"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server_setup(fn): call fn(FakeServer) before the editor page loads")
+
+
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium for the whole session (starting it is the slow part)."""
@@ -53,6 +57,9 @@ class FakeServer:
     user_files: dict = field(default_factory=dict)
     history: dict = field(default_factory=dict)
     sockets: list = field(default_factory=list)
+    extensions: dict = field(default_factory=dict)  # URL path -> JavaScript source
+    pending: list = field(default_factory=list)  # queue items [number, prompt_id, prompt, extra_data, outputs]
+    calls: list = field(default_factory=list)  # (method, path, body) of mutating calls
     sid: str = "testclient"
 
     def handle(self, route):
@@ -69,21 +76,29 @@ class FakeServer:
                 return self.reply(route, list(self.templates))
             wf = self.templates.get(name.removesuffix(".json"))
             return self.reply(route, wf) if wf is not None else route.fulfill(status=404, body="")
+        elif path in self.extensions:
+            return route.fulfill(status=200, body=self.extensions[path], headers={"Content-Type": "text/javascript"})
         else:
             return self.static(route, path)
         method = req.method
+        if method in ("POST", "DELETE") and path != "/upload/image":
+            self.calls.append((method, path, req.post_data))
         if path == "/object_info":
             return self.reply(route, self.object_info)
         if path == "/prompt" and method == "POST":
             return self.post_prompt(route, json.loads(req.post_data or "{}"))
         if path == "/queue":
-            return self.reply(route, {"queue_running": [], "queue_pending": []}) if method == "GET" else route.fulfill(status=200, body="")
+            if method == "GET":
+                return self.reply(route, {"queue_running": [], "queue_pending": self.pending})
+            deleted = set(json.loads(req.post_data or "{}").get("delete", []))
+            self.pending = [p for p in self.pending if p[1] not in deleted]
+            return route.fulfill(status=200, body="")
         if path == "/history":
             return self.reply(route, self.history) if method == "GET" else route.fulfill(status=200, body="")
         if path in ("/interrupt", "/free"):
             return route.fulfill(status=200, body="")
         if path == "/extensions":
-            return self.reply(route, [])
+            return self.reply(route, list(self.extensions))
         if path == "/view":
             data = self.uploads.get(query.get("filename", "")) or (FIXTURES / "workflow.png").read_bytes()
             return route.fulfill(status=200, body=data, headers={"Content-Type": "image/png"})
@@ -252,12 +267,18 @@ class Editor:
 
 
 @pytest.fixture
-def editor(browser):
-    """The editor at a fresh origin with the fake server and an empty localStorage."""
+def editor(browser, request):
+    """The editor at a fresh origin with the fake server and an empty localStorage.
+
+    A test marked `@pytest.mark.server_setup.with_args(fn)` gets `fn(server)` called before the page loads.
+    """
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(5000)
     server = FakeServer()
+    marker = request.node.get_closest_marker("server_setup")
+    if marker:
+        marker.args[0](server)
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))

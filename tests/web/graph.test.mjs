@@ -214,3 +214,14 @@ test("bypass and mute modes and renamed titles are saved", () => {
   assert.equal(s.mode, 4);
   assert.equal(s.title, "Decode it");
 });
+
+test("refreshed definitions update combo choices but keep chosen values", () => {
+  const g = new Graph(defs);
+  const ck = g.addNode("CheckpointLoaderSimple");
+  ck.widget("ckpt_name").value = "gone.safetensors";
+  const fresh = structuredClone(defs);
+  fresh.CheckpointLoaderSimple.input.required.ckpt_name[0] = ["new.safetensors"];
+  g.updateDefs(fresh);
+  assert.deepEqual(ck.widget("ckpt_name").values, ["new.safetensors"]);
+  assert.equal(ck.widget("ckpt_name").value, "gone.safetensors");
+});

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import FIXTURES, fixture_json
 
 
@@ -282,3 +284,81 @@ def test_panning_a_500_node_graph_stays_smooth(editor):
     for stats in results.values():
         assert stats["draws"] > 20
         assert stats["median_draw_ms"] <= 16
+
+
+def test_an_existing_link_can_be_dragged_to_another_input_or_dropped_to_delete_it(editor):
+    editor.page.click("#clear-button")
+    ids = editor.js("""() => {
+        const a = app.graph.addNode('ImageInvert', [100, 100]), b = app.graph.addNode('ImageInvert', [450, 60]);
+        const c = app.graph.addNode('ImageInvert', [450, 300]);
+        app.graph.connect(a.id, 0, b.id, 0); app.view.ds = {scale: 1, offset: [0, 0]}; app.commit();
+        return [a.id, b.id, c.id]; }""")
+    a, b, c = ids
+    editor.drag(editor.slot(b, "in", 0), editor.slot(c, "in", 0))
+    assert editor.js("([b, c]) => [app.graph.nodes.get(b).inputs[0].link, app.graph.links.get(app.graph.nodes.get(c).inputs[0].link)?.origin_id]", [b, c]) == [None, a]
+    editor.drag(editor.slot(c, "in", 0), (900, 700))
+    assert editor.js("() => app.graph.links.size") == 0
+    editor.page.keyboard.press("Control+z")
+    assert editor.js("() => app.graph.links.size") == 1
+
+
+def test_an_execution_error_marks_the_failing_node_with_its_message(editor):
+    editor.server.send("execution_start", {"prompt_id": "p1", "timestamp": 0})
+    editor.server.send("executing", {"node": "8", "display_node": "8", "prompt_id": "p1"})
+    editor.server.send("execution_error", {"prompt_id": "p1", "node_id": "8", "node_type": "VAEDecode", "executed": [],
+                                           "exception_message": "shapes do not match\n", "exception_type": "RuntimeError",
+                                           "traceback": [], "current_inputs": {}, "current_outputs": []})
+    editor.page.wait_for_function("() => app.view.runtime.get('8')?.errors?.length")
+    assert editor.js("() => app.view.runtime.get('8').errors") == ["RuntimeError: shapes do not match"]
+    assert "Error in VAEDecode #8" in editor.page.locator(".toast.error").inner_text()
+
+
+def _pending_and_history(server):
+    wf = fixture_json("default_workflow.json")
+    wf["nodes"] = wf["nodes"][:3]
+    server.pending = [[7, "pending-1", {}, {"client_id": "testclient"}, ["9"]]]
+    server.history = {"done-1": {"prompt": [5, "done-1", {}, {"extra_pnginfo": {"workflow": wf}}, ["9"]],
+                                 "outputs": {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}},
+                                 "status": {"status_str": "success", "completed": True, "messages": []}, "meta": {}}}
+
+
+@pytest.mark.server_setup.with_args(_pending_and_history)
+def test_the_queue_panel_cancels_pending_prompts_and_reopens_past_workflows(editor):
+    editor.page.click("#panel-button")
+    items = editor.page.locator("#queue-list .queue-item")
+    assert items.nth(0).inner_text().startswith("#7 pending")
+    assert items.nth(1).inner_text().startswith("#5 success · 1 image")
+    items.nth(0).get_by_role("button", name="Cancel").click()
+    editor.page.wait_for_function("() => document.querySelectorAll('#queue-list .queue-item').length === 1")
+    assert ("POST", "/queue", '{"delete":["pending-1"]}') in editor.server.calls
+    editor.page.locator("#queue-list .queue-item").get_by_role("button", name="Load").click()
+    assert sorted(editor.node_ids()) == [3, 4, 5]
+    editor.page.click("#interrupt-button")
+    editor.page.wait_for_timeout(200)
+    assert any(c[1] == "/interrupt" for c in editor.server.calls)
+
+
+def _extension(server):
+    server.extensions["/extensions/demo_pack/hello.js"] = """
+        import { app } from "/scripts/app.js";
+        app.registerExtension({
+            name: "demo.hello",
+            setup() { window.__extensionSetup = true; },
+            nodeCreated(node) { node.title = "Made by extension"; },
+        });"""
+
+
+@pytest.mark.server_setup.with_args(_extension)
+def test_web_extensions_from_custom_node_packs_load_and_get_their_hooks_called(editor):
+    assert editor.js("() => window.__extensionSetup") is True
+    node = editor.add_by_search("invert", (300, 820))
+    assert editor.js("(id) => app.graph.nodes.get(id).title", node) == "Made by extension"
+    assert editor.console_errors == []
+
+
+def test_export_api_downloads_the_converted_prompt(editor):
+    with editor.page.expect_download() as dl:
+        editor.page.click("#export-api-button")
+    prompt = json.loads(open(dl.value.path()).read())
+    expected = fixture_json("default_prompt.json")
+    assert prompt == expected

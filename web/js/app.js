@@ -77,7 +77,13 @@ export class App {
       toast(`Could not load node definitions: ${/** @type {Error} */ (e).message}`, "error");
       this.defs = {};
     }
-    this.graph.defs = this.defs;
+    this.graph.updateDefs(this.defs);
+  }
+
+  /** Re-read node definitions so combo lists show files added on the server. */
+  async refreshDefs() {
+    await this.loadDefs();
+    toast("Node definitions refreshed");
   }
 
   /** Autosaved graph first, else the server's default workflow, else an empty canvas. */
@@ -684,6 +690,7 @@ export class App {
     on("open-button", () => /** @type {HTMLInputElement} */ (document.getElementById("file-input")).click());
     on("export-api-button", () => this.exportApi());
     on("fit-button", () => this.view.fitView());
+    on("refresh-button", () => this.refreshDefs());
     on("workflows-button", (e) => {
       const r = /** @type {HTMLElement} */ (e.currentTarget).getBoundingClientRect();
       this.workflowsMenu([r.left, r.bottom]);
@@ -726,6 +733,7 @@ export class App {
       else if (e.altKey && key === "c") this.toggleCollapse(selected);
       else if (key === "delete" || key === "backspace") this.deleteSelected();
       else if (key === ".") this.view.fitView(selected.length > 0);
+      else if (key === "r" && !mod) this.refreshDefs();
       else handled = false;
       if (handled) e.preventDefault();
     });

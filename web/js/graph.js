@@ -350,6 +350,25 @@ export class Graph {
     this.changed();
   }
 
+  /**
+   * Take new node definitions (e.g. after files were added on the server): combo widgets get
+   * the fresh choice lists; values stay as they are even when no longer listed.
+   * @param {NodeDefs} defs
+   */
+  updateDefs(defs) {
+    this.defs = defs;
+    for (const node of this.nodes.values()) {
+      const def = this.def(node.type);
+      if (!def) continue;
+      const specs = new Map(widgetSpecs(def).map((w) => [w.name, w]));
+      for (const w of node.widgets) {
+        const spec = specs.get(w.name);
+        if (w.kind === "COMBO" && spec?.values) w.values = spec.values;
+      }
+    }
+    this.changed();
+  }
+
   /** @param {number[]} bounding */
   addGroup(bounding, title = "Group") {
     /** @type {Group} */
