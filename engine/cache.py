@@ -41,9 +41,10 @@ def compute_keys(nodes: Callable[[str], dict | None], ids: Iterable[str], *, cla
         if root in memo:
             continue
         stack = [(root, False)]
+        visiting: set[str] = set()   # on the current path: a link back to one is a cycle (key None)
         while stack:
             nid, ready = stack.pop()
-            if nid in memo:
+            if nid in memo or (not ready and nid in visiting):
                 continue
             node = nodes(nid)
             if node is None:
@@ -51,6 +52,7 @@ def compute_keys(nodes: Callable[[str], dict | None], ids: Iterable[str], *, cla
                 continue
             inputs = node.get("inputs") or {}
             if not ready:
+                visiting.add(nid)
                 stack.append((nid, True))
                 for v in inputs.values():
                     if is_link(v) and v[0] not in memo:

@@ -74,6 +74,7 @@ class Executor:
             try:
                 return run.execute()
             finally:
+                run._close_loop()
                 ctxmod.set_active_interrupt(None)
                 run.interrupt.clear()
 
@@ -89,6 +90,8 @@ class _NodeState:
     announced: bool = False
     expansion: list | None = None   # per-call result tuples (may contain links) awaiting their sources
     ui: list | None = None
+    tasks: list | None = None       # per-call asyncio tasks (or values) of an async node still running
+    data: dict | None = None        # its inputs, for the error report
 
 
 class _Run:
@@ -119,6 +122,7 @@ class _Run:
         self.in_ready: set[str] = set()
         self.counter = 0
         self.output_flags: dict[str, bool] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.allowed: dict[str, frozenset] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -194,7 +198,11 @@ class _Run:
             while self.pending:
                 nid = self.pick()
                 if nid is None:
-                    raise DependencyCycleError("Dependency cycle detected")
+                    waiting = self._waiting()
+                    if not waiting:
+                        raise DependencyCycleError("Dependency cycle detected")
+                    self._wait_for_tasks(waiting)
+                    continue
                 if self.run_node(nid):
                     self.complete(nid)
                     self.cache.after_node()
@@ -313,8 +321,9 @@ class _Run:
         flag = self.output_flags.get(class_type)
         if flag is None:
             spec = self.registry.get(class_type)
-            flag = self.output_flags[class_type] = bool(spec and (spec.output_node or (
-                spec.function is not None and inspect.iscoroutinefunction(spec.function))))
+            fn = (getattr(spec.v1_class, spec.v1_class.FUNCTION, None) if spec and spec.v1_class is not None
+                  else spec.function if spec else None)
+            flag = self.output_flags[class_type] = bool(spec and (spec.output_node or inspect.iscoroutinefunction(fn)))
         return flag
 
     def _bucket(self, nid: str) -> int:
@@ -360,6 +369,8 @@ class _Run:
             spec = self._spec(class_type)
             if st.expansion is not None:
                 return self._finish_expansion(nid, spec, st)
+            if st.tasks is not None:
+                return self._finish_async(nid, spec, st)
             table = self.table(class_type)
             data, missing = self._gather(nid, node, table)
         except (_Failure, Interrupted):
@@ -396,6 +407,11 @@ class _Run:
                     return False
             results = _map_calls(lambda **kw: self._invoke(spec, instance, kw), self._with_ctx(spec, data, ctx),
                                  spec.input_is_list, ctx)
+            if any(asyncio.iscoroutine(r) for r in results):
+                results = self._start_tasks(results)
+                if any(isinstance(r, asyncio.Task) for r in results):
+                    st.tasks, st.data = results, data
+                    return False
             outs, uis, expands = self._normalize(spec, results)
         except Interrupted as exc:
             raise _Failure(nid, exc, data)
@@ -407,6 +423,9 @@ class _Run:
             ctxmod.reset_current(token)
         if has_blocker:
             self._report_blockers(nid, class_type, data, spec.input_is_list)
+        return self._complete_results(nid, class_type, spec, st, outs, uis, expands)
+
+    def _complete_results(self, nid, class_type, spec, st, outs, uis, expands) -> bool:
         if any(e is not None for e in expands):
             self._expand(nid, class_type, outs, expands)
             st.expansion, st.ui = outs, uis
@@ -415,6 +434,61 @@ class _Run:
             return self._finish_expansion(nid, spec, st)
         self._store(nid, spec, _merge_outputs(spec, outs), _merge_ui(uis))
         return True
+
+    # -- async nodes (§3.4) -----------------------------------------------------------------------------
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop
+
+    def _start_tasks(self, results: list) -> list:
+        """Start coroutines as tasks and let them run until they first block; finished ones become values."""
+        loop = self._loop()
+        tasks = [loop.create_task(r) if asyncio.iscoroutine(r) else r for r in results]
+        loop.run_until_complete(asyncio.sleep(0))
+        return [t.result() if isinstance(t, asyncio.Task) and t.done() else t for t in tasks]
+
+    def _finish_async(self, nid: str, spec, st: _NodeState) -> bool:
+        """Collect a node's finished tasks (picked again without a second `executing`)."""
+        data, st.data = st.data, None
+        try:
+            results = [t.result() if isinstance(t, asyncio.Task) else t for t in st.tasks]
+            st.tasks = None
+            outs, uis, expands = self._normalize(spec, results)
+        except Exception as exc:
+            raise _Failure(nid, exc, data)
+        return self._complete_results(nid, spec.class_type, spec, st, outs, uis, expands)
+
+    def _waiting(self) -> list[str]:
+        return [nid for nid, st in self.state.items() if st.tasks is not None and nid in self.pending]
+
+    def _wait_for_tasks(self, waiting: list[str]) -> None:
+        """Run the loop until some node's tasks are all done (checking the interrupt flag meanwhile)."""
+        loop = self._loop()
+        while True:
+            for nid in waiting:
+                if all(t.done() for t in self.state[nid].tasks if isinstance(t, asyncio.Task)):
+                    self.in_ready.discard(nid)
+                    self._make_ready(nid)
+                    return
+            if self.interrupt.is_set():
+                self.interrupt.clear()
+                raise _Failure(waiting[0], Interrupted("Processing interrupted"), self.state[waiting[0]].data)
+            pending = [t for nid in waiting for t in self.state[nid].tasks if isinstance(t, asyncio.Task)
+                       and not t.done()]
+            loop.run_until_complete(asyncio.wait(pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED))
+
+    def _close_loop(self) -> None:
+        """Cancel tasks still running when the prompt stops, then close the loop."""
+        if self.loop is None:
+            return
+        leftover = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in leftover:
+            t.cancel()
+        if leftover:
+            self.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        self.loop.close()
+        self.loop = None
 
     def _with_ctx(self, spec, data: dict, ctx, lazy: bool = False) -> dict:
         if spec.v1_class is not None:
@@ -448,7 +522,7 @@ class _Run:
 
     def _invoke(self, spec, instance, kwargs: dict) -> Any:
         fn = getattr(instance, spec.v1_class.FUNCTION) if spec.v1_class is not None else spec.function
-        return _call(fn, kwargs)
+        return fn(**kwargs)
 
     def _gather(self, nid: str, node: dict, table: dict[str, InputInfo]) -> tuple[dict, set]:
         """Input lists per §4.1 and the set of linked inputs whose values are not available."""
