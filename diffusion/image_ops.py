@@ -205,26 +205,29 @@ def canny(image: Tensor, low: float, high: float) -> Tensor:
     gx = _depthwise(smooth, sobel, "replicate")
     gy = _depthwise(smooth, sobel.T, "replicate")
     mag = torch.sqrt(gx**2 + gy**2 + 1e-6)
-    # direction quantised to 0/45/90/135 degrees; compare with both neighbours along it
-    angle = torch.rad2deg(torch.atan2(gy, gx)) % 180
-    sector = (((angle + 22.5) // 45) % 4).long()
-    offsets = [(0, 1), (1, 1), (1, 0), (1, -1)]
+    # gradient direction quantised to 0/45/90/135 degrees (tan 22.5° splits the sectors);
+    # a pixel survives when it is a maximum against both neighbours along that direction
+    ax, ay, tan = gx.abs(), gy.abs(), math.tan(math.pi / 8)
+    horizontal, vertical = ay <= tan * ax, ax <= tan * ay
+    rising = ~horizontal & ~vertical & (gx * gy > 0)
+    sectors = [(horizontal, 0, 1), (rising, 1, 1), (vertical, 1, 0),
+               (~horizontal & ~vertical & ~rising, 1, -1)]
     padded = F.pad(mag, (1, 1, 1, 1))
     h, w = mag.shape[-2:]
     keep = torch.zeros_like(mag, dtype=torch.bool)
-    for i, (dy, dx) in enumerate(offsets):
+    for in_sector, dy, dx in sectors:
         fwd = padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
         bwd = padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
-        keep |= (sector == i) & (mag >= fwd) & (mag >= bwd)
-    mag = torch.where(keep, mag, torch.zeros_like(mag))
-    strong = mag > high
-    weak = mag > low
+        keep |= in_sector & (mag >= fwd) & (mag >= bwd)
+    weak = keep & (mag > low)
+    strong = keep & (mag > high)
+    count = int(strong.sum())
     while True:  # grow strong edges through 8-connected weak pixels until stable
-        grown = weak & (F.max_pool2d(strong.float(), 3, stride=1, padding=1) > 0)
-        if torch.equal(grown | strong, strong):
-            break
-        strong = grown | strong
-    return strong[:, 0].float()
+        strong = strong | (weak & (F.max_pool2d(strong.float(), 3, stride=1, padding=1) > 0))
+        new_count = int(strong.sum())
+        if new_count == count:
+            return strong[:, 0].float()
+        count = new_count
 
 
 # ----------------------------------------------------------------------------------------------
