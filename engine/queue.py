@@ -84,6 +84,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.recovered = self._db.execute("UPDATE queue SET running = 0 WHERE running = 1").rowcount
+        self._history_count = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
@@ -118,19 +119,22 @@ class SqliteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
-                self._db.execute(
-                    "INSERT INTO history (prompt_id, number, entry) VALUES (?, ?, ?) "
-                    "ON CONFLICT (prompt_id) DO UPDATE SET entry = excluded.entry, number = excluded.number",
-                    (prompt_id, number, json.dumps(entry)))
-                (count,) = self._db.execute("SELECT COUNT(*) FROM history").fetchone()
+                updated = self._db.execute("UPDATE history SET entry = ?, number = ? WHERE prompt_id = ?",
+                                           (json.dumps(entry), number, prompt_id)).rowcount
+                count = self._history_count
+                if not updated:
+                    self._db.execute("INSERT INTO history (prompt_id, number, entry) VALUES (?, ?, ?)",
+                                     (prompt_id, number, json.dumps(entry)))
+                    count += 1
                 if count > self.max_history:
-                    self._db.execute(
+                    count -= self._db.execute(
                         "DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)",
-                        (count - self.max_history,))
+                        (count - self.max_history,)).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._history_count = count
 
     def list(self) -> tuple[list[QueueItem], list[QueueItem]]:
         """(running, pending), pending in execution order."""
@@ -171,6 +175,7 @@ class SqliteStore:
                 self._db.execute("DELETE FROM history")
             else:
                 self._db.executemany("DELETE FROM history WHERE prompt_id = ?", [(p,) for p in prompt_ids])
+            self._history_count = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
 
     def is_queued(self, prompt_id: str) -> bool:
         with self._lock:

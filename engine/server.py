@@ -134,10 +134,11 @@ class Hub:
 
     def send_json(self, event: str, data: dict, sid: str | None) -> None:
         """Send to one sid, or broadcast when sid is None."""
-        text = json.dumps({"type": event, "data": data})
-        targets = self.clients.values() if sid is None else filter(None, [self.clients.get(sid)])
-        for client in list(targets):
-            client.push(text)
+        targets = list(self.clients.values()) if sid is None else [c for c in [self.clients.get(sid)] if c]
+        if targets:
+            text = json.dumps({"type": event, "data": data})
+            for client in targets:
+                client.push(text)
 
     def send_binary(self, frame: bytes, sid: str | None) -> None:
         targets = self.clients.values() if sid is None else filter(None, [self.clients.get(sid)])
@@ -273,7 +274,7 @@ class Worker:
         self.interrupt.clear()
         state.registry.bridge.client_id = client_id
         state.registry.bridge.last_prompt_id = item.prompt_id
-        self.post(state.hub.send_json, "status", state.status_data(), None)
+        self._post_status()
 
         def emit(event: str, data: dict) -> None:
             if event == "preview":
@@ -308,9 +309,14 @@ class Worker:
         with self.lock:
             self.running = None
             self.current_node = None
-        self.post(state.hub.send_json, "status", state.status_data(), None)
+        self._post_status()
         if client_id:
             self.post(state.hub.send_json, "executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
+
+    def _post_status(self) -> None:
+        """Broadcast the queue size as of now (taken on this thread, so the count is not stale)."""
+        if self.state.hub.clients:
+            self.post(self.state.hub.send_json, "status", self.state.status_data(), None)
 
     def _emit_preview(self, data: dict, client_id: str | None) -> None:
         state = self.state
@@ -350,7 +356,8 @@ class ServerState:
         return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
 
     def broadcast_status(self) -> None:
-        self.hub.send_json("status", self.status_data(), None)
+        if self.hub.clients:
+            self.hub.send_json("status", self.status_data(), None)
 
     def features(self) -> dict:
         return {"supports_preview_metadata": True, "max_upload_size": self.max_body}
