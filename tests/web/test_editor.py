@@ -277,6 +277,7 @@ def test_panning_a_500_node_graph_stays_smooth(editor):
     for scale in (0.6, 0.2):  # widgets and text drawn / the whole graph in view
         editor.js("(s) => { app.view.ds = {scale: s, offset: [0, 0]}; app.view.dirty(); }", scale)
         results[scale] = stats = editor.pan_frame_times()
+        assert editor.js("() => app.view.ds.offset") != [0, 0], "the view moved"
         print(f"\n500-node pan at zoom {scale}: median draw {stats['median_draw_ms']:.2f} ms over {stats['draws']} frames, "
               f"median frame interval {stats['median_frame_interval_ms']:.2f} ms (target <= 16 ms)")
         editor.screenshot(f"editor-500-nodes-zoom-{scale}.png")

@@ -366,10 +366,12 @@ export class CanvasView {
     d.moved = true;
     const gx = p[0] - d.graph[0], gy = p[1] - d.graph[1];
     switch (d.kind) {
-      case "pan":
-        this.pan([e.movementX ?? 0, e.movementY ?? 0]);
-        if (e.movementX === undefined) this.pan([dx, dy]);
+      case "pan": {
+        const last = d.last ?? d.client;
+        this.pan([e.clientX - last[0], e.clientY - last[1]]);
+        d.last = [e.clientX, e.clientY];
         break;
+      }
       case "move":
         for (const [id, o] of d.origins) {
           const n = this.graph.nodes.get(id);

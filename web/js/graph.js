@@ -13,7 +13,7 @@ import { widgetSpecs, socketSpecs, defaultValue, typesCompatible, VIRTUAL_DEFS }
 /** @typedef {WidgetSpec & {value: any, converted?: boolean}} Widget */
 /** @typedef {{id: number, origin_id: number, origin_slot: number, target_id: number, target_slot: number, type: string, parentId?: number}} Link */
 /** @typedef {{id: number, title: string, bounding: number[], color: string, font_size: number, flags: Record<string, any>, [k: string]: any}} Group */
-/** @typedef {{ok: true, link: Link} | {ok: false, reason: string}} ConnectResult */
+/** @typedef {{ok: boolean, link?: Link, reason?: string}} ConnectResult  `reason` says why a link was refused */
 
 const NODE_KEYS = new Set(["id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
   "widgets_values", "title", "color", "bgcolor", "shape"]);

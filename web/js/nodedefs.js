@@ -10,7 +10,7 @@
  * @typedef {{input?: {required?: Record<string, InputSpec>, optional?: Record<string, InputSpec>, hidden?: Record<string, any>},
  *   input_order?: {required?: string[], optional?: string[]}, output?: (string|string[])[], output_name?: string[],
  *   output_is_list?: boolean[], name: string, display_name?: string, description?: string, category?: string,
- *   output_node?: boolean, python_module?: string, output_tooltips?: string[]}} NodeDef
+ *   output_node?: boolean, python_module?: string, output_tooltips?: string[], deprecated?: boolean, experimental?: boolean}} NodeDef
  */
 /** @typedef {Record<string, NodeDef>} NodeDefs */
 /**

@@ -270,6 +270,7 @@ export function promptToWorkflow(prompt, defs) {
       if (v === undefined || (Array.isArray(v) && v.length === 2 && typeof v[0] === "string")) return missingDefault(w);
       return v && typeof v === "object" && "__value__" in v ? v.__value__ : v;
     });
+    /** @type {Record<string, any>[]} */
     const inputs = socketSpecs(def).map((s) => ({ name: s.name, type: s.type, link: null }));
     for (const w of specs) {
       const v = p.inputs[w.name];
