@@ -17,6 +17,7 @@ from engine.config import RuntimeConfig
 from engine.errors import DependencyCycleError, Interrupted, NodeInputError
 from engine.graph import DynamicPrompt, ExecutionBlocker, is_link
 from engine.registry import InputInfo, Registry, input_table
+from engine.schema import NodeOutput
 from engine.validate import exception_type_name
 
 log = logging.getLogger("kiln.executor")
@@ -572,7 +573,7 @@ class _Run:
             if isinstance(r, ExecutionBlocker):
                 out = r
             elif spec.v1_class is None:
-                if type(r).__name__ == "NodeOutput" and hasattr(r, "expand"):
+                if isinstance(r, NodeOutput):
                     out, ui, expand = r.result, r.ui, r.expand
                 elif r is None:
                     out = ()
@@ -582,7 +583,9 @@ class _Run:
                     out = r
             elif isinstance(r, dict):
                 out, ui, expand = r.get("result"), r.get("ui"), r.get("expand")
-            elif r is None and n_out == 0:
+            elif r is None:
+                if n_out:
+                    raise TypeError(f"{spec.class_type} returned None but declares {n_out} output(s)")
                 out = ()
             else:
                 out = r
