@@ -222,5 +222,7 @@ def clip_from_state_dict(sd: Mapping[str, Tensor], family: str, dtype: torch.dty
         if base.name not in found:
             raise ValueError(f"{family} checkpoint lacks its {base.name} text encoder")
         weights = found[base.name]
+        if not base.projection:  # clip_l's pooled output is never projected (§1): ignore a stray projection
+            weights.pop("text_projection.weight", None)
         encoders[base.name] = build_encoder(infer_config(base, weights), weights, dtype)
     return ClipHandle(encoders, family_group(family), load_device=load_device)

@@ -46,3 +46,11 @@ def test_heads_are_inferred_from_width_so_a_wider_tiny_model_loads_without_a_spe
     loaded = clip_from_state_dict(checkpoint_of(clip), "sd1", torch.float32)
     assert loaded.encoders["clip_l"].config == clip.encoders["clip_l"].config
     assert loaded.encoders["clip_l"].config.heads == 2
+
+
+def test_a_stray_clip_l_text_projection_is_ignored_and_sd1_pooled_stays_unprojected():
+    clip = tiny_handle("sd1")
+    sd = checkpoint_of(clip)
+    sd["cond_stage_model.transformer.text_projection.weight"] = torch.eye(32) * 3
+    loaded = clip_from_state_dict(sd, "sd1", torch.float32)
+    assert torch.equal(loaded.encode("a cat")[1], clip.encode("a cat")[1])
