@@ -18,6 +18,12 @@ class WeightPatch(Protocol):
     def apply(self, weight: Tensor, strength: float) -> Tensor: ...
 
 
+class ModuleHook(Protocol):
+    """An activation-level patch (e.g. a hypernetwork): installs torch hooks, returns their handles."""
+
+    def install(self, unet: torch.nn.Module) -> list[Any]: ...
+
+
 _ACTIVE_LOCK = threading.RLock()  # patching mutates the shared UNet: one active() at a time
 
 
@@ -35,6 +41,7 @@ class ModelHandle:
         self.load_device = torch.device(load_device)
         self.compute_dtype = compute_dtype
         self.patches: dict[str, list[tuple[float, WeightPatch]]] = {}
+        self.hooks: list[ModuleHook] = []  # installed only while active()
         self.options: dict[str, Any] = dict(options or {})  # free-form per-clone settings (sampling overrides, ...)
 
     def clone(self) -> ModelHandle:
@@ -42,6 +49,7 @@ class ModelHandle:
         other = ModelHandle(self.unet, self.config, self.family, self.prediction, self.latent_format,
                             load_device=self.load_device, compute_dtype=self.compute_dtype, options=self.options)
         other.patches = {k: list(v) for k, v in self.patches.items()}
+        other.hooks = list(self.hooks)
         return other
 
     def weight_keys(self) -> set[str]:
@@ -78,6 +86,7 @@ class ModelHandle:
             memory.load_to(self.unet, device)
             params = dict(self.unet.named_parameters())
             originals: dict[str, Tensor] = {}
+            handles: list[Any] = []
             old_dtype = self.unet.compute_dtype
             try:
                 with torch.no_grad():
@@ -89,8 +98,12 @@ class ModelHandle:
                         originals[key] = param.data
                         param.data = weight.to(param.dtype)
                 self.unet.compute_dtype = dtype
+                for hook in self.hooks:
+                    handles.extend(hook.install(self.unet))
                 yield self.unet
             finally:
+                for handle in handles:
+                    handle.remove()
                 self.unet.compute_dtype = old_dtype
                 for key, original in originals.items():
                     params[key].data = original

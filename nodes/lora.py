@@ -1,10 +1,11 @@
-"""LoRA-family loader nodes: patch MODEL and CLIP clones with a LoRA / LyCORIS file (nodes.md §5.1)."""
+"""Loader nodes that patch a MODEL (and CLIP): LoRA / LyCORIS files and hypernetworks (nodes.md §5.1)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from diffusion import loading
+from diffusion.hypernetwork import Hypernetwork
 from diffusion.patches import apply_patch_file
 from engine.schema import Combo, Float, NodeContext, Output, Socket, files_in, node
 
@@ -57,3 +58,20 @@ def lora_loader_model_only(
     if strength_model == 0:
         return model
     return _apply(ctx, "LoraLoaderModelOnly", model, None, lora_name, strength_model, 0.0)[0]
+
+
+@node("HypernetworkLoader", category="loaders", display_name="HypernetworkLoader", outputs=[Output("MODEL")],
+      python_module="comfy_extras.nodes_hypernetwork", v3=True,
+      description="Applies an A1111 hypernetwork to every attention's keys and values.")
+def hypernetwork_loader(
+    ctx: NodeContext,
+    model: Annotated[object, Socket("MODEL")],
+    hypernetwork_name: Annotated[str, Combo(files_in("hypernetworks"), style="combo")],
+    strength: Annotated[float, Float(default=1.0, min=-10.0, max=10.0, step=0.01)],
+):
+    """A clone of the model with the hypernetwork hooked into its attention while it runs."""
+    path = ctx.paths.full_path("hypernetworks", hypernetwork_name)
+    hypernetwork = Hypernetwork.from_state_dict(loading.read_state_dict(path), strength)
+    patched = model.clone()
+    patched.hooks.append(hypernetwork)
+    return patched

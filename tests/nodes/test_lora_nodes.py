@@ -117,3 +117,55 @@ def test_stacked_loras_apply_in_order(ctx, paths, model):
     stacked = L.lora_loader_model_only(ctx, L.lora_loader_model_only(ctx, model, a, 2.0), b, 0.5)
     with stacked.active() as unet:
         assert torch.allclose(weight(unet, UNET_KEY + ".weight"), w + 0.5 - 0.5, atol=1e-6)
+
+
+def write_hypernetwork(paths, name, width=32, activation="relu", layer_norm=False):
+    """An A1111 hypernetwork .pt: {width: [k_state_dict, v_state_dict]} plus its settings."""
+    g = torch.Generator().manual_seed(9)
+
+    def mlp():
+        sd = {"linear.0.weight": torch.randn(2 * width, width, generator=g) * 0.1,
+              "linear.0.bias": torch.randn(2 * width, generator=g) * 0.1}
+        if layer_norm:
+            sd.update({"linear.1.weight": torch.ones(2 * width), "linear.1.bias": torch.zeros(2 * width)})
+        sd.update({"linear.2.weight": torch.randn(width, 2 * width, generator=g) * 0.1,
+                   "linear.2.bias": torch.randn(width, generator=g) * 0.1})
+        return sd
+
+    folder = paths.folder_paths("hypernetworks")[0]
+    os.makedirs(folder, exist_ok=True)
+    torch.save({width: [mlp(), mlp()], "activation_func": activation, "is_layer_norm": layer_norm,
+                "name": "test"}, os.path.join(folder, name))
+    return name
+
+
+def test_hypernetwork_rewrites_attention_keys_and_values_only_while_the_model_runs(ctx, paths, model):
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, context = torch.tensor([500.0]), torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), model.active() as unet:
+        plain = unet(x, t, context)
+    patched = L.hypernetwork_loader(ctx, model, write_hypernetwork(paths, "hn.pt"), 1.0)
+    with torch.no_grad(), patched.active() as unet:
+        hooked = unet(x, t, context)
+    with torch.no_grad(), model.active() as unet:
+        again = unet(x, t, context)
+    assert not torch.allclose(plain, hooked, atol=1e-4)
+    assert torch.equal(plain, again)
+    zero = L.hypernetwork_loader(ctx, model, "hn.pt", 0.0)
+    with torch.no_grad(), zero.active() as unet:
+        assert torch.allclose(unet(x, t, context), plain, atol=1e-6)
+
+
+def test_hypernetwork_module_follows_the_a1111_layer_rules():
+    from diffusion.hypernetwork import Hypernetwork
+
+    g = torch.Generator().manual_seed(0)
+    layers = {"linear.0.weight": torch.randn(6, 3, generator=g), "linear.0.bias": torch.randn(6, generator=g),
+              "linear.1.weight": torch.randn(3, 6, generator=g), "linear.1.bias": torch.randn(3, generator=g)}
+    hn = Hypernetwork.from_state_dict({3: [layers, layers], "activation_func": "relu"}, 1.0)
+    x = torch.randn(2, 3, generator=g)
+    expected = torch.relu(x @ layers["linear.0.weight"].T + layers["linear.0.bias"]) @ layers["linear.1.weight"].T \
+        + layers["linear.1.bias"]  # no activation after the last Linear
+    assert torch.allclose(hn.modules[3][0](x), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="unsupported hypernetwork activation"):
+        Hypernetwork.from_state_dict({3: [layers, layers], "activation_func": "gelu"}, 1.0)
