@@ -244,8 +244,19 @@ def cmd_serve(ns, config: RuntimeConfig) -> int:
     hooks = _wire_diffusion(executor)
     from engine.server import run_server  # aiohttp only when serving
 
-    run_server(config, registry, executor, system_hooks=hooks)
+    clear_temp(registry.paths.temp_dir)
+    try:
+        run_server(config, registry, executor, system_hooks=hooks)
+    finally:
+        clear_temp(registry.paths.temp_dir)
     return 0
+
+
+def clear_temp(temp_dir: str) -> None:
+    """The temp folder (previews) is deleted at start-up and at exit (nodes.md §3.1)."""
+    import shutil
+
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wire_diffusion(executor):
