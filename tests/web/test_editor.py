@@ -363,3 +363,21 @@ def test_export_api_downloads_the_converted_prompt(editor):
     prompt = json.loads(open(dl.value.path()).read())
     expected = fixture_json("default_prompt.json")
     assert prompt == expected
+
+
+def test_hovering_an_input_shows_its_tooltip(editor):
+    r = editor.widget_rect(4, "ckpt_name")
+    editor.page.mouse.move(r["x"] + 40, r["y"] + r["height"] / 2)
+    editor.page.wait_for_selector(".tooltip")
+    assert editor.page.locator(".tooltip").inner_text() == "checkpoint file to load"
+
+
+def test_dragging_a_group_title_moves_the_nodes_inside_it(editor):
+    editor.js("() => { app.view.ds = {scale: 1, offset: [0, 0]}; app.graph.addGroup([0, 420, 380, 200], 'Loaders'); app.commit(); }")
+    before = editor.js("() => [app.graph.nodes.get(4).pos, app.graph.nodes.get(3).pos]")
+    gx, gy = editor.js("() => app.view.toClient(20, 432)")
+    editor.drag((gx, gy), (gx + 100, gy + 50))
+    after = editor.js("() => [app.graph.nodes.get(4).pos, app.graph.nodes.get(3).pos]")
+    assert after[0] == [before[0][0] + 100, before[0][1] + 50], "the checkpoint loader inside moved along"
+    assert after[1] == before[1], "the KSampler outside stayed"
+    assert editor.js("() => app.graph.groups[0].bounding") == [100, 470, 380, 200]

@@ -66,6 +66,8 @@ export class CanvasView {
     this.needsDraw = true;
     /** @type {{el: HTMLElement, finish: (ok: boolean) => void} | null} the open inline field */
     this.editor = null;
+    /** @type {HTMLElement|null} */ this.tooltipEl = null;
+    this.tooltipTimer = 0;
     /** durations (ms) of recent draws, for the frame-time measurement */
     /** @type {number[]} */ this.drawTimes = [];
     graph.listeners.add(() => this.dirty());
@@ -274,6 +276,7 @@ export class CanvasView {
   /** @param {PointerEvent} e */
   onPointerDown(e) {
     this.closeEditor();
+    this.showTooltip("");
     const p = this.toGraph(e.clientX, e.clientY);
     this.mouse = p;
     const start = { client: [e.clientX, e.clientY], graph: p, moved: false };
@@ -400,11 +403,43 @@ export class CanvasView {
     this.dirty();
   }
 
-  /** @param {number[]} p */
+  /** Cursor shape, and the tooltip of the input, output or widget under the pointer. @param {number[]} p */
   updateHover(p) {
     const node = this.nodeAt(p);
     const slot = node && this.slotAt(node, p);
     this.canvas.style.cursor = slot ? "crosshair" : node ? "default" : "grab";
+    let text = "";
+    if (node && slot) {
+      text = slot.side === "in" ? this.inputTooltip(node, node.inputs[slot.index]?.name) : this.graph.def(node.type)?.output_tooltips?.[slot.index] ?? "";
+    } else if (node && !node.flags.collapsed) {
+      const r = this.widgetRects(node).find((r) => p[0] >= r.x && p[0] <= r.x + r.width && p[1] >= r.y && p[1] <= r.y + r.height);
+      if (r) text = this.inputTooltip(node, r.w.of ?? r.w.name);
+      else if (p[1] < node.pos[1]) text = this.graph.def(node.type)?.description ?? "";
+    }
+    this.showTooltip(text);
+  }
+
+  /** @param {GraphNode} node @param {string|undefined} name */
+  inputTooltip(node, name) {
+    const def = this.graph.def(node.type);
+    if (!def || name === undefined) return "";
+    const spec = def.input?.required?.[name] ?? def.input?.optional?.[name];
+    return spec?.[1]?.tooltip ?? "";
+  }
+
+  /** Show `text` near the pointer after a short pause; empty text hides it. @param {string} text */
+  showTooltip(text) {
+    clearTimeout(this.tooltipTimer);
+    this.tooltipEl?.remove();
+    this.tooltipEl = null;
+    if (!text) return;
+    this.tooltipTimer = window.setTimeout(() => {
+      const [x, y] = this.toClient(this.mouse[0], this.mouse[1]);
+      const el = Object.assign(document.createElement("div"), { className: "tooltip", textContent: text });
+      Object.assign(el.style, { left: `${x + 12}px`, top: `${y + 16}px` });
+      document.body.appendChild(el);
+      this.tooltipEl = el;
+    }, 500);
   }
 
   /** @param {PointerEvent} e */
@@ -721,6 +756,7 @@ export class CanvasView {
     ctx.fillStyle = "#eee";
     ctx.font = `${g.font_size || 24}px sans-serif`;
     ctx.textBaseline = "top";
+    ctx.textAlign = "left";
     ctx.fillText(g.title, x + 6, y + 4);
     ctx.beginPath();
     ctx.moveTo(x + w, y + h - 10); ctx.lineTo(x + w, y + h); ctx.lineTo(x + w - 10, y + h);
