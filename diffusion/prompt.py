@@ -12,7 +12,6 @@ Token = int | Tensor  # a token id, or one textual-inversion vector [D]
 Weighted = tuple[Token, float]
 EmbedFn = Callable[[str], "Tensor | None"]  # name → vectors [n, D], None when not found
 
-_OPEN, _CLOSE = "\0\1", "\0\2"  # placeholders for escaped parentheses
 _LARGE_GROUP = 8  # groups this long may be split across chunks (§6.1)
 
 
@@ -62,8 +61,11 @@ def _parse(text: str, weight: float) -> list[tuple[str, float]]:
 
 def parse_weights(text: str) -> list[tuple[str, float]]:
     """Prompt text → [(segment, weight)]: `(x)` ×1.1 per level, `(x:w)` sets w, `\\(` `\\)` literal."""
-    escaped = text.replace("\\(", _OPEN).replace("\\)", _CLOSE)
-    return [(seg.replace(_OPEN, "(").replace(_CLOSE, ")"), w) for seg, w in _parse(escaped, 1.0)]
+    # Escaped parentheses become two private-use characters that the text does not contain.
+    free = (chr(c) for c in range(0xE000, 0x110000) if chr(c) not in text)
+    opening, closing = next(free), next(free)
+    escaped = text.replace("\\(", opening).replace("\\)", closing)
+    return [(seg.replace(opening, "(").replace(closing, ")"), w) for seg, w in _parse(escaped, 1.0)]
 
 
 def token_groups(text: str, tokenizer: ClipTokenizer, embed: EmbedFn | None = None,

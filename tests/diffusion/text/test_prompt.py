@@ -1,6 +1,8 @@
 """Prompt weights, escapes, nesting, `embedding:` pieces and 77-token chunking (text-encoding.md §3–§6.1)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from diffusion.prompt import chunk, parse_weights, token_groups
@@ -29,6 +31,9 @@ CAT, DOG = TOK.encode("cat")[0], TOK.encode("dog")[0]
     (r"(a \(b\):0.8)", [("a (b)", 0.8)]),
     (r"\[a\] \\", [(r"\[a\] \\", 1.0)]),
     ("(a:-1)", [("a", -1.0)]),
+    ("((a)", [("(a", 1.1)]),
+    (r"(a\)", [("(a)", 1.0)]),
+    ("\0\1x\0\2", [("\0\1x\0\2", 1.0)]),
     ("", []),
 ])
 def test_weight_syntax_matches_the_spec_examples(prompt, segments):
@@ -115,3 +120,21 @@ def test_long_prompts_fill_77_token_windows_and_small_groups_pack_behind_a_split
     assert len(chunks) == 4 and all(len(c) == 77 and c[0][0] == BOS for c in chunks)
     assert ids(chunks[3]) == [BOS] + [comma, CAT] * 7 + [comma] + [DOG] * 40 + [EOS] + [EOS] * 20
     assert [w for _, w in chunks[3][16:56]] == [1.3] * 40
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=120), max_size=12))
+def test_chunking_keeps_every_token_in_order_in_windows_of_77(sizes):
+    groups = [[(1000 + g, 1.0 + g)] * n for g, n in enumerate(sizes)]
+    chunks = chunk(groups, pad_id=0)
+    assert all(len(c) == 77 and c[0] == (BOS, 1.0) for c in chunks)
+    content = [t for c in chunks for t in c if t[0] not in (BOS, EOS, 0)]
+    assert content == [t for g in groups for t in g]
+    for c in chunks:  # EOS right after the content, pads after it
+        n = sum(1 for t, _ in c if t not in (BOS, EOS, 0))
+        assert c[n + 1] == (EOS, 1.0) and all(t == 0 for t, _ in c[n + 2:])
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="()\\"), max_size=40))
+def test_text_without_parentheses_is_one_segment_of_weight_one(text):
+    assert parse_weights(text) == ([(text, 1.0)] if text else [])
