@@ -225,3 +225,13 @@ test("refreshed definitions update combo choices but keep chosen values", () => 
   assert.deepEqual(ck.widget("ckpt_name").values, ["new.safetensors"]);
   assert.equal(ck.widget("ckpt_name").value, "gone.safetensors");
 });
+
+test("a primitive node's edited value is saved in front of its control value", () => {
+  const wf = { last_node_id: 1, last_link_id: 0, links: [], groups: [], config: {}, extra: {}, version: 0.4,
+    nodes: [{ id: 1, type: "PrimitiveNode", pos: [0, 0], size: [200, 80], flags: {}, order: 0, mode: 0, inputs: [],
+      outputs: [{ name: "INT", type: "INT", links: null, widget: { name: "steps" } }], properties: {}, widgets_values: [7, "fixed"] }] };
+  const g = new Graph(defs);
+  g.configure(wf);
+  g.nodes.get(1).widgets[0].value = 9;
+  assert.deepEqual(g.serialize().nodes[0].widgets_values, [9, "fixed"]);
+});

@@ -421,8 +421,7 @@ export class Graph {
       mode: node.mode, inputs: node.inputs.map((i) => ({ ...i })),
       outputs: node.outputs.map((o) => ({ ...o, links: o.links ? [...o.links] : o.links })),
       properties: structuredClone(node.properties),
-      widgets_values: node.missing && node.rawWidgetValues != null ? structuredClone(node.rawWidgetValues)
-        : node.widgets.map((w) => w.value),
+      widgets_values: node.missing ? missingWidgetValues(node) : node.widgets.map((w) => w.value),
     };
     if (node.title !== undefined && node.title !== node.defaultTitle) o.title = node.title;
     if (node.color !== undefined) o.color = node.color;
@@ -565,6 +564,17 @@ export function normalizeLinks(links) {
     ? { id: l[0], origin_id: l[1], origin_slot: l[2], target_id: l[3], target_slot: l[4], type: l[5] }
     : { id: l.id, origin_id: l.origin_id, origin_slot: l.origin_slot, target_id: l.target_id, target_slot: l.target_slot,
       type: l.type, ...(l.parentId != null ? { parentId: l.parentId } : {}) });
+}
+
+/**
+ * Saved values of a node without a definition: the file's values, with a PrimitiveNode's
+ * edited value in front of its own control values.
+ * @param {GraphNode} node
+ */
+function missingWidgetValues(node) {
+  const raw = node.rawWidgetValues == null ? [] : structuredClone(node.rawWidgetValues);
+  if (Array.isArray(raw) && node.widgets.length) raw[0] = node.widgets[0].value;
+  return node.rawWidgetValues == null && !node.widgets.length ? [] : raw;
 }
 
 /** @param {any} v */

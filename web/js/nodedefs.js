@@ -171,4 +171,7 @@ export const VIRTUAL_DEFS = {
     input: { required: { "": ["*"] } }, output: ["*"], output_name: [""] },
   Note: { name: "Note", display_name: "Note", category: "utils", description: "A text note on the canvas; never executed.",
     input: { required: { text: ["STRING", { multiline: true }] } }, output: [] },
+  MarkdownNote: { name: "MarkdownNote", display_name: "Markdown Note", category: "utils",
+    description: "A Markdown text note on the canvas; never executed.",
+    input: { required: { text: ["STRING", { multiline: true }] } }, output: [] },
 };
