@@ -56,13 +56,14 @@ class Executor:
         self._lock = threading.Lock()
 
     def free(self, unload_models: bool = False, free_memory: bool = False) -> None:
-        """Drop cached outputs and node instances (free_memory) and/or unload models (hooks)."""
-        if free_memory:
-            self.cache.clear()
-            self.objects.clear()
-        if unload_models or free_memory:
-            for hook in self.unload_hooks:
-                hook()
+        """Drop cached outputs and node instances (free_memory) and/or unload models (hooks); waits for a run."""
+        with self._lock:
+            if free_memory:
+                self.cache.clear()
+                self.objects.clear()
+            if unload_models or free_memory:
+                for hook in self.unload_hooks:
+                    hook()
 
     def run(self, prompt_id: str, prompt: dict, *, extra_data: dict | None = None,
             outputs: list[str] | None = None, emit: Emit | None = None,

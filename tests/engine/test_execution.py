@@ -180,3 +180,21 @@ def test_partial_outputs_run_only_the_requested_roots(runner, calls):
     result = runner.run(prompt, outputs=["5"])
     assert list(result.outputs) == ["5"]
     assert "TestAdd" not in calls
+
+
+def test_free_memory_drops_cached_outputs_so_everything_reruns(runner, calls):
+    unloaded = []
+    runner.executor.unload_hooks.append(lambda: unloaded.append(True))
+    runner.run(chain())
+    runner.executor.free(unload_models=True)
+    calls.clear()
+    runner.run(chain())
+    assert calls == [] and unloaded == [True]     # unloading models keeps the output cache
+    runner.executor.free(free_memory=True)
+    runner.run(chain())
+    assert len(calls) == 4
+
+
+def test_an_interrupt_sent_while_idle_does_not_stop_the_next_prompt(runner, calls):
+    runner.interrupt.set()
+    assert runner.run(chain()).status == "success"
