@@ -28,10 +28,22 @@ def test_output(value: Annotated[int, Socket("INT")]):
     return NodeOutput(ui={"text": [str(value)]})
 
 
+@node("TestPreview", category="testing", outputs=[Output("INT")], not_idempotent=True)
+def test_preview(value: Annotated[int, Socket("INT")], steps: Annotated[int, Int(default=3, min=1, max=100)],
+                 pause: Annotated[float, Float(default=0.0, min=0.0, max=1.0)], ctx=None):
+    """Reports `steps` progress updates, each with a small JPEG preview, `pause` seconds apart."""
+    from PIL import Image
+
+    for i in range(steps):
+        ctx.progress(i + 1, steps, ("JPEG", Image.new("RGB", (640, 320), (10 * i, 100, 200)), None))
+        time.sleep(pause)
+    return value
+
+
 @node("TestFail", category="testing", outputs=[Output("INT")])
 def test_fail(value: Annotated[int, Socket("INT")]):
     """Always raises."""
     raise ValueError(f"refusing {value}")
 
 
-SPECS = [test_const.spec, test_slow.spec, test_output.spec, test_fail.spec]
+SPECS = [test_const.spec, test_slow.spec, test_output.spec, test_preview.spec, test_fail.spec]

@@ -63,15 +63,19 @@ def base_dir(tmp_path):
 
 @pytest.fixture
 def start_server(base_dir):
-    """Factory: start a server with config overrides (optional policy, extra node specs); stopped after the test."""
+    """Factory: start a server with config overrides (optional policy, extra node specs, a
+    `prepare(registry)` callback run before the app is built); stopped after the test."""
     servers = []
 
     def start(**overrides) -> LiveServer:
         policy = overrides.pop("policy", None)
         extra_specs = overrides.pop("specs", ())
+        prepare = overrides.pop("prepare", None)
         config = RuntimeConfig(base_directory=str(base_dir), **overrides)
         paths = Paths.from_config(config)
         registry = make_registry(paths, extra_specs)
+        if prepare is not None:
+            prepare(registry)
         executor = Executor(registry, cache=make_cache(config.cache_policy), paths=paths, config=config)
         server = LiveServer(create_app(config, registry, executor, paths=paths, policy=policy))
         servers.append(server)
