@@ -193,7 +193,25 @@ class Registry:
             web_dir = os.path.abspath(os.path.join(path if os.path.isdir(path) else os.path.dirname(path), web))
             if os.path.isdir(web_dir):
                 self.web_directories[name] = web_dir
+        elif os.path.isdir(path):
+            self._pyproject_web(path)
         return PackResult(name, path, True, time.perf_counter() - start, nodes=[s.class_type for s in specs])
+
+    def _pyproject_web(self, pack_dir: str) -> None:
+        """`[tool.comfy] web = "<dir>"` in the pack's pyproject.toml, registered under `[project] name`."""
+        import tomllib
+
+        try:
+            with open(os.path.join(pack_dir, "pyproject.toml"), "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError):
+            return
+        web = (data.get("tool") or {}).get("comfy", {}).get("web")
+        name = (data.get("project") or {}).get("name")
+        if isinstance(web, str) and isinstance(name, str):
+            web_dir = os.path.abspath(os.path.join(pack_dir, web))
+            if os.path.isdir(web_dir):
+                self.web_directories[name] = web_dir
 
     def failed_packs(self) -> list[PackResult]:
         return [p for p in self.packs if not p.ok]

@@ -171,3 +171,28 @@ def test_the_shipped_example_pack_loads_and_inverts(tmp_path):
                                                                                     "max": 1.0, "step": 0.01}]}}
     prompt = {"1": {"class_type": "KilnExampleRepeatText", "inputs": {"text": "hi", "times": 2}}}
     assert Executor(reg).run("p", prompt).outputs["1"]["text"] == ["hi hi"]
+
+
+def test_a_pyproject_web_entry_registers_the_web_directory_under_the_project_name(tmp_path):
+    pack = tmp_path / "custom_nodes" / "pp_pack"
+    (pack / "js").mkdir(parents=True)
+    (pack / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    (pack / "pyproject.toml").write_text('[project]\nname = "fancy-pack"\n[tool.comfy]\nweb = "js"\n')
+    reg = Registry(Paths(str(tmp_path)))
+    reg.load_custom_nodes()
+    assert reg.web_directories == {"fancy-pack": str(pack / "js")}
+
+
+def test_a_v3_only_pack_is_skipped_with_a_clear_reason(tmp_path):
+    pack = tmp_path / "custom_nodes" / "v3_pack"
+    pack.mkdir(parents=True)
+    (pack / "__init__.py").write_text("async def comfy_entrypoint():\n    return None\n")
+    reg = Registry(Paths(str(tmp_path)))
+    (result,) = reg.load_custom_nodes()
+    assert not result.ok and result.error == "v3_pack: V3 node API is not supported"
+
+
+def test_disable_all_custom_nodes_keeps_only_whitelisted_packs(pack_dirs):
+    reg = Registry(Paths(str(pack_dirs)))
+    reg.load_custom_nodes(disable_all=True, whitelist=["good_pack"])
+    assert [p.name for p in reg.packs] == ["good_pack"]
