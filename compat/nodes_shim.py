@@ -6,19 +6,57 @@ import sys
 import types
 from collections.abc import Mapping
 
-from engine.context import request_interrupt
-from engine.schema import MAX_RESOLUTION
+from engine.context import current, request_interrupt
+from engine.schema import MAX_RESOLUTION, NodeOutput
+
+
+def v1_class_for(spec, registry):
+    """A V1-looking class for a native node, so packs can call core nodes (`KSampler().sample(...)`)."""
+
+    def input_types(cls):
+        return spec.input_types(registry.paths)
+
+    def execute(self, **kwargs):
+        if spec.wants_ctx:
+            ctx = current()
+            if ctx is None:
+                raise RuntimeError(f"{spec.class_type} needs a node context; call it while a node runs")
+            kwargs["ctx"] = ctx
+        result = spec.function(**kwargs)
+        if isinstance(result, NodeOutput):
+            return {"ui": result.ui, "result": result.result, "expand": result.expand}
+        if len(spec.outputs) == 1 and not (isinstance(result, tuple) and len(result) == 1):
+            return (result,)
+        return () if result is None else result
+
+    def __getattr__(self, name):
+        # Core nodes are called by their ComfyUI method names (sample, decode, encode, ...): all run this node.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.execute
+
+    return type(spec.class_type, (), {
+        "INPUT_TYPES": classmethod(input_types), "RETURN_TYPES": spec.output_types,
+        "RETURN_NAMES": tuple(o.name or o.type for o in spec.outputs),
+        "OUTPUT_IS_LIST": tuple(o.is_list for o in spec.outputs), "FUNCTION": "execute",
+        "CATEGORY": spec.category, "OUTPUT_NODE": spec.output_node, "DESCRIPTION": spec.description,
+        "execute": execute, "__getattr__": __getattr__, "__doc__": f"Kiln core node {spec.class_type}."})
 
 
 class _ClassMappings(Mapping):
-    """Read-only view class name → V1 class (native nodes appear as a tiny V1-looking wrapper)."""
+    """Read-only view class name → V1 class (native nodes appear as V1-looking wrappers)."""
 
     def __init__(self, registry):
         self._registry = registry
+        self._wrappers: dict[str, type] = {}
 
     def __getitem__(self, key):
         spec = self._registry.specs[key]
-        return spec.v1_class if spec.v1_class is not None else spec.function
+        if spec.v1_class is not None:
+            return spec.v1_class
+        if key not in self._wrappers:
+            self._wrappers[key] = v1_class_for(spec, self._registry)
+        return self._wrappers[key]
 
     def __iter__(self):
         return iter(self._registry.specs)

@@ -131,3 +131,14 @@ def test_node_helpers_hash_and_open_images(shims, tmp_path):
     with node_helpers.pillow(Image.open, str(tmp_path / "x.png")) as img:
         assert img.size == (2, 2)
     assert node_helpers.hasher()().name == "sha256"
+
+
+def test_packs_can_call_core_nodes_through_node_class_mappings(shims):
+    import nodes
+
+    add = nodes.NODE_CLASS_MAPPINGS["TestAdd"]
+    assert add.RETURN_TYPES == ("INT",) and add.INPUT_TYPES()["required"]["a"] == ["INT"]
+    assert add().execute(a=2, b=3) == (5,)
+    assert add().add(a=1, b=1) == (2,)          # ComfyUI method names reach the node function
+    assert nodes.NODE_CLASS_MAPPINGS["TestShow"]().run(value=4) == {"ui": {"text": ["4"]}, "result": None,
+                                                                     "expand": None}
