@@ -235,3 +235,22 @@ test("a primitive node's edited value is saved in front of its control value", (
   g.nodes.get(1).widgets[0].value = 9;
   assert.deepEqual(g.serialize().nodes[0].widgets_values, [9, "fixed"]);
 });
+
+test("a subgraph instance shows its definition's name and keeps the definitions on save", () => {
+  const wf = fixture("default_workflow.json");
+  wf.definitions = { subgraphs: [{ id: "abc", name: "Decoder", inputs: [{ name: "samples", type: "LATENT" }],
+    outputs: [{ name: "image", type: "IMAGE" }], nodes: [], links: [] }] };
+  wf.nodes.push({ id: 10, type: "abc", pos: [0, 0], size: [200, 60], flags: {}, order: 7, mode: 0,
+    inputs: [{ name: "samples", type: "LATENT", link: null }], outputs: [{ name: "image", type: "IMAGE", links: null }],
+    properties: { proxyWidgets: [] }, widgets_values: [] });
+  const g = new Graph(defs);
+  g.configure(wf);
+  const inst = g.nodes.get(10);
+  assert.equal(inst.subgraph, true);
+  assert.equal(inst.displayTitle, "Decoder");
+  const out = g.serialize();
+  assert.deepEqual(out.definitions, wf.definitions);
+  const { order: _a, ...saved } = out.nodes.at(-1);
+  const { order: _b, ...orig } = wf.nodes.at(-1);
+  assert.deepEqual(saved, orig);
+});

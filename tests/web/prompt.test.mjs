@@ -110,3 +110,45 @@ test("an API prompt imports as a linked workflow that converts back to the same 
 test("importing an API prompt with unknown node types reports them", () => {
   assert.throws(() => promptToWorkflow({ "1": { class_type: "Nope", inputs: {} } }, defs), /missing node types: Nope/);
 });
+
+/** The default workflow with VAEDecode moved into a subgraph instance (#10), optionally nested once more. */
+function withSubgraph(nested = false) {
+  const wf = fixture("default_workflow.json");
+  const decode = { id: 1, type: "VAEDecode", pos: [0, 0], size: [200, 50], flags: {}, order: 0, mode: 0,
+    inputs: [{ name: "samples", type: "LATENT", link: 1 }, { name: "vae", type: "VAE", link: 2 }],
+    outputs: [{ name: "IMAGE", type: "IMAGE", links: [3] }], properties: {}, widgets_values: [] };
+  const io = (name, type) => ({ id: name, name, type, linkIds: [] });
+  const def = (id, nodes) => ({ id, version: 1, name: id, nodes, groups: [], config: {}, extra: {},
+    inputs: [io("samples", "LATENT"), io("vae", "VAE")], outputs: [io("image", "IMAGE")],
+    links: [{ id: 1, origin_id: -10, origin_slot: 0, target_id: 1, target_slot: 0, type: "LATENT" },
+      { id: 2, origin_id: -10, origin_slot: 1, target_id: 1, target_slot: 1, type: "VAE" },
+      { id: 3, origin_id: 1, origin_slot: 0, target_id: -20, target_slot: 0, type: "IMAGE" }] });
+  const outer = nested ? def("outer", [{ ...decode, type: "inner" }]) : null;
+  wf.definitions = { subgraphs: [def("inner", [decode]), ...(outer ? [outer] : [])] };
+  const instance = wf.nodes.find((n) => n.id === 8);
+  instance.type = nested ? "outer" : "inner";
+  instance.id = 10;
+  wf.links = wf.links.map((l) => (l[1] === 8 ? [l[0], 10, ...l.slice(2)] : l[3] === 8 ? [...l.slice(0, 3), 10, ...l.slice(4)] : l));
+  return wf;
+}
+
+test("subgraph instances flatten into path ids wired through the instance's inputs and outputs", () => {
+  const p = workflowToPrompt(withSubgraph(), defs);
+  assert.equal(p["10"], undefined);
+  assert.deepEqual(p["10:1"], { inputs: { samples: ["3", 0], vae: ["4", 2] }, class_type: "VAEDecode", _meta: { title: "VAE Decode" } });
+  assert.deepEqual(p["9"].inputs.images, ["10:1", 0]);
+});
+
+test("nested subgraphs get one path segment per level", () => {
+  const p = workflowToPrompt(withSubgraph(true), defs);
+  assert.deepEqual(p["10:1:1"].inputs, { samples: ["3", 0], vae: ["4", 2] });
+  assert.deepEqual(p["9"].inputs.images, ["10:1:1", 0]);
+});
+
+test("a muted subgraph instance mutes everything inside it", () => {
+  const wf = withSubgraph();
+  wf.nodes.find((n) => n.id === 10).mode = 2;
+  const p = workflowToPrompt(wf, defs);
+  assert.equal(p["10:1"], undefined);
+  assert.equal(p["9"].inputs.images, undefined);
+});

@@ -145,7 +145,7 @@ export class App {
     this.view.selected.clear();
     this.view.runtime.clear();
     for (const n of this.graph.nodes.values()) this.showInputImage(n);
-    const missing = [...new Set([...this.graph.nodes.values()].filter((n) => n.missing && n.type !== "PrimitiveNode").map((n) => n.type))];
+    const missing = [...new Set([...this.graph.nodes.values()].filter((n) => n.missing && !n.subgraph && n.type !== "PrimitiveNode").map((n) => n.type))];
     if (missing.length) toast(`Missing node types: ${missing.join(", ")}`, "error");
     if (opts.keepView) this.view.restoreView();
     else if (wf.extra?.ds) this.view.restoreView();

@@ -813,7 +813,8 @@ export class CanvasView {
     const h = collapsed ? 0 : n.size[1];
     const selected = this.selected.has(n.id);
     ctx.globalAlpha = n.mode === MODE_MUTED ? 0.45 : 1;
-    ctx.fillStyle = n.mode === MODE_BYPASS ? "#6a2a6a" : n.bgcolor ?? (n.missing ? "#5a2020" : NODE_BG);
+    const broken = n.missing && !n.subgraph;
+    ctx.fillStyle = n.mode === MODE_BYPASS ? "#6a2a6a" : n.bgcolor ?? (broken ? "#5a2020" : NODE_BG);
     ctx.beginPath();
     ctx.roundRect(x, y - TITLE_H, w, h + TITLE_H, 6);
     ctx.fill();
@@ -835,7 +836,7 @@ export class CanvasView {
     ctx.arc(x + 11, y - TITLE_H / 2, 5, 0, Math.PI * 2);
     ctx.fill();
     if (detail || collapsed) {
-      ctx.fillStyle = n.missing ? "#ffb0b0" : TEXT;
+      ctx.fillStyle = broken ? "#ffb0b0" : TEXT;
       ctx.font = "bold 13px sans-serif";
       ctx.textBaseline = "middle";
       ctx.textAlign = "left";

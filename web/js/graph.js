@@ -47,8 +47,10 @@ export class GraphNode {
     /** @type {string|undefined} */ this.bgcolor = undefined;
     /** @type {number|undefined} */ this.shape = undefined;
     this.defaultTitle = type;
-    /** true when the node type has no definition (drawn as missing) */
+    /** true when the node type has no server definition; its saved data is kept verbatim */
     this.missing = false;
+    /** true for an instance of one of the workflow's subgraph definitions */
+    this.subgraph = false;
   }
 
   /** @param {string} name */
@@ -141,6 +143,15 @@ export class Graph {
   buildNode(id, type) {
     const node = new GraphNode(id, type);
     const def = this.def(type);
+    const sub = (this.unknown.definitions?.subgraphs ?? []).find((/** @type {any} */ d) => d.id === type);
+    if (sub) {
+      // Kept as saved (like a missing node) but drawn with the definition's name and IO.
+      node.missing = node.subgraph = true;
+      node.defaultTitle = sub.name ?? "Subgraph";
+      node.inputs = (sub.inputs ?? []).map((/** @type {any} */ i) => ({ name: i.name, type: i.type, link: null }));
+      node.outputs = (sub.outputs ?? []).map((/** @type {any} */ o) => ({ name: o.name, type: o.type, links: null }));
+      return node;
+    }
     if (!def) {
       node.missing = true;
       return node;

@@ -43,50 +43,57 @@ function missingDefault(w) {
 }
 
 /**
- * Convert an editor workflow to an API prompt.
+ * One graph level during conversion: the top-level workflow or a subgraph instance's inside.
+ * @typedef {{nodes: Map<any, any>, links: Map<any, import("./graph.js").Link>, prefix: string,
+ *   parent: Scope | null, instance: any}} Scope
+ */
+
+/**
+ * Convert an editor workflow to an API prompt (§3.1): primitives, subgraph flattening with
+ * `"<instance>:<inner>"` ids, reroutes, mute and bypass.
  * @param {Record<string, any>} workflow
  * @param {NodeDefs} defs
  * @returns {ApiPrompt}
  */
 export function workflowToPrompt(workflow, defs) {
-  const nodes = new Map((workflow.nodes ?? []).map((/** @type {any} */ n) => [n.id, n]));
-  const links = new Map(normalizeLinks(workflow.links ?? []).map((l) => [l.id, l]));
-  if (workflow.definitions?.subgraphs?.length) {
-    const ids = new Set(workflow.definitions.subgraphs.map((/** @type {any} */ s) => s.id));
-    const used = [...nodes.values()].find((n) => ids.has(n.type));
-    if (used) throw new Error(`subgraph instances are not supported yet (node #${used.id})`);
-  }
+  /** @type {Map<string, any>} */
+  const subgraphs = new Map((workflow.definitions?.subgraphs ?? []).map((/** @type {any} */ d) => [d.id, d]));
+  /** @param {any} g @param {string} prefix @param {Scope|null} parent @param {any} instance @returns {Scope} */
+  const scope = (g, prefix, parent, instance) => ({
+    nodes: new Map((g.nodes ?? []).map((/** @type {any} */ n) => [n.id, n])),
+    links: new Map(normalizeLinks(g.links ?? []).map((l) => [l.id, l])), prefix, parent, instance,
+  });
+  /** @param {Scope} sc @param {any} node */
+  const inner = (sc, node) => scope(subgraphs.get(node.type), `${sc.prefix}${node.id}:`, sc, node);
 
-  // Primitive nodes push their value into the widgets they feed (§3.5).
-  /** @type {Map<any, Record<string, any>>} */
+  /** @type {Map<string, Record<string, any>>} primitive values per target node path */
   const overrides = new Map();
-  for (const n of nodes.values()) {
-    if (n.type !== "PrimitiveNode" || !Array.isArray(n.widgets_values) || !n.widgets_values.length) continue;
-    for (const l of n.outputs?.[0]?.links ?? []) {
-      const link = links.get(l);
-      const target = link && nodes.get(link.target_id);
-      const input = target?.inputs?.[link?.target_slot ?? -1];
-      const name = input?.widget?.name ?? input?.name;
-      if (!name) continue;
-      overrides.set(target.id, { ...(overrides.get(target.id) ?? {}), [name]: n.widgets_values[0] });
-    }
-  }
 
   /**
-   * Follow a link upstream through reroutes and bypassed nodes (§3.4).
-   * @param {number} linkId
+   * Follow a link upstream (§3.4) to a real source `[path id, slot]`, or null when nothing feeds
+   * it. An unlinked subgraph input resolves to nothing, so the inner widget keeps its own value.
+   * @param {Scope} sc @param {any} linkId
    * @returns {[string, number] | null}
    */
-  const resolve = (linkId) => {
+  const resolve = (sc, linkId) => {
     const seen = new Set();
-    let link = links.get(linkId);
-    while (link && !seen.has(link.id)) {
-      seen.add(link.id);
-      const origin = nodes.get(link.origin_id);
-      if (!origin) return [String(link.origin_id), Number(link.origin_slot)];
+    let link = sc.links.get(linkId);
+    while (link) {
+      const key = `${sc.prefix}/${link.id}`;
+      if (seen.has(key)) return null;
+      seen.add(key);
+      if (link.origin_id === -10) {
+        const parent = sc.parent, input = sc.instance?.inputs?.[link.origin_slot];
+        if (!parent || input?.link == null) return null;
+        sc = parent;
+        link = sc.links.get(input.link);
+        continue;
+      }
+      const origin = sc.nodes.get(link.origin_id);
+      if (!origin) return [`${sc.prefix}${link.origin_id}`, Number(link.origin_slot)];
       if (origin.type === "Reroute") {
         const next = origin.inputs?.[0]?.link;
-        link = next != null ? links.get(next) : undefined;
+        link = next != null ? sc.links.get(next) : undefined;
         continue;
       }
       if (origin.type === "PrimitiveNode") return null;
@@ -97,30 +104,61 @@ export function workflowToPrompt(workflow, defs) {
         const pick = (ins[k] && typesCompatible(ins[k].type, t) ? ins[k] : null)
           ?? ins.find((/** @type {any} */ i) => i.type === t)
           ?? ins.find((/** @type {any} */ i) => typesCompatible(i.type, t));
-        link = pick?.link != null ? links.get(pick.link) : undefined;
+        link = pick?.link != null ? sc.links.get(pick.link) : undefined;
         continue;
       }
-      return [String(origin.id), Number(link.origin_slot)];
+      if (subgraphs.has(origin.type) && origin.mode !== 2) {
+        const sub = inner(sc, origin);
+        const feed = [...sub.links.values()].find((l) => l.target_id === -20 && Number(l.target_slot) === Number(link?.origin_slot));
+        if (!feed) return null;
+        sc = sub;
+        link = feed;
+        continue;
+      }
+      return [`${sc.prefix}${origin.id}`, Number(link.origin_slot)];
     }
     return null;
   };
 
   /** @type {ApiPrompt} */
   const prompt = {};
-  for (const n of nodes.values()) {
-    if (VIRTUAL_TYPES.has(n.type) || n.mode === 2 || n.mode === 4) continue;
-    const def = defs[n.type];
-    /** @type {Record<string, any>} */
-    const inputs = def ? widgetInputs(def, n.widgets_values) : {};
-    for (const [k, v] of Object.entries(overrides.get(n.id) ?? {})) inputs[k] = Array.isArray(v) ? { __value__: v } : v;
-    for (const input of n.inputs ?? []) {
-      if (input.link == null) continue;
-      const src = resolve(input.link);
-      if (src) inputs[input.name] = src;
+  /** @param {Scope} sc @param {Set<string>} stack definitions being expanded (guards recursion) */
+  const emit = (sc, stack) => {
+    // Primitive nodes push their value into the widgets they feed (§3.5).
+    for (const n of sc.nodes.values()) {
+      if (n.type !== "PrimitiveNode" || !Array.isArray(n.widgets_values) || !n.widgets_values.length) continue;
+      for (const l of n.outputs?.[0]?.links ?? []) {
+        const link = sc.links.get(l);
+        const target = link && sc.nodes.get(link.target_id);
+        const input = target?.inputs?.[link?.target_slot ?? -1];
+        const name = input?.widget?.name ?? input?.name;
+        if (!name) continue;
+        const path = `${sc.prefix}${target.id}`;
+        overrides.set(path, { ...(overrides.get(path) ?? {}), [name]: n.widgets_values[0] });
+      }
     }
-    const title = n.title ?? def?.display_name ?? n.type;
-    prompt[String(n.id)] = { inputs, class_type: n.type, _meta: { title } };
-  }
+    for (const n of sc.nodes.values()) {
+      if (VIRTUAL_TYPES.has(n.type) || n.mode === 2 || n.mode === 4) continue;
+      if (subgraphs.has(n.type)) {
+        if (stack.has(n.type)) throw new Error(`subgraph ${n.type} contains itself`);
+        emit(inner(sc, n), new Set([...stack, n.type]));
+        continue;
+      }
+      const path = `${sc.prefix}${n.id}`;
+      const def = defs[n.type];
+      /** @type {Record<string, any>} */
+      const inputs = def ? widgetInputs(def, n.widgets_values) : {};
+      for (const [k, v] of Object.entries(overrides.get(path) ?? {})) inputs[k] = Array.isArray(v) ? { __value__: v } : v;
+      for (const input of n.inputs ?? []) {
+        if (input.link == null) continue;
+        const src = resolve(sc, input.link);
+        if (src) inputs[input.name] = src;
+      }
+      const title = n.title ?? def?.display_name ?? n.type;
+      prompt[path] = { inputs, class_type: n.type, _meta: { title } };
+    }
+  };
+  emit(scope(workflow, "", null, null), new Set());
   // Links from muted or missing nodes dangle: drop them (§3.1 step 7).
   for (const node of Object.values(prompt)) {
     for (const [k, v] of Object.entries(node.inputs)) {
