@@ -196,3 +196,25 @@ def test_disable_all_custom_nodes_keeps_only_whitelisted_packs(pack_dirs):
     reg = Registry(Paths(str(pack_dirs)))
     reg.load_custom_nodes(disable_all=True, whitelist=["good_pack"])
     assert [p.name for p in reg.packs] == ["good_pack"]
+
+
+def test_a_node_whose_input_types_raises_is_left_out_of_object_info_and_fails_validation(tmp_path):
+    from engine.compat_v1 import spec_from_class
+
+    class Broken:
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+        OUTPUT_NODE = True
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            raise RuntimeError("no inputs today")
+
+    reg = Registry(Paths(str(tmp_path)))
+    reg.add(spec_from_class("Broken", Broken))
+    assert reg.object_info() == {}
+    r = validate_prompt(reg, {"1": {"class_type": "Broken", "inputs": {}}})
+    (err,) = r.node_errors["1"]["errors"]
+    assert err["type"] == "exception_during_validation" and err["details"] == "no inputs today"
+    assert err["extra_info"]["exception_type"] == "RuntimeError"
+    assert r.error["details"] == "Exception when validating node: no inputs today"
