@@ -198,3 +198,23 @@ def test_free_memory_drops_cached_outputs_so_everything_reruns(runner, calls):
 def test_an_interrupt_sent_while_idle_does_not_stop_the_next_prompt(runner, calls):
     runner.interrupt.set()
     assert runner.run(chain()).status == "success"
+
+
+def test_progress_with_a_preview_emits_a_preview_event_for_the_server(registry):
+    @node("TestPreviewer", category="test", outputs=[Output("INT")])
+    def previewer(value: Annotated[int, Socket("INT")], ctx=None):
+        ctx.progress(1, 2, ("JPEG", "<image>", 256))
+        ctx.warn("looks odd")
+        return value
+
+    registry.add(previewer.spec, core=True)
+    r = Runner(registry)
+    result = r.run({"1": {"class_type": "TestConst", "inputs": {"value": 1}},
+                    "2": {"class_type": "TestPreviewer", "inputs": {"value": ["1", 0]}},
+                    "3": {"class_type": "TestShow", "inputs": {"value": ["2", 0]}}})
+    preview = next(d for e, d in r.events if e == "preview")
+    assert preview == {"prompt_id": "p", "node_id": "2", "display_node_id": "2", "image": "<image>", "format": "JPEG",
+                       "max_size": 256}
+    state = [d for e, d in r.events if e == "progress_state"]
+    assert any(s["nodes"]["2"]["value"] == 1 and s["nodes"]["2"]["max"] == 2 for s in state)
+    assert result.warnings == ["node 2: looks odd"]
