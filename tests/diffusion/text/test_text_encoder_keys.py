@@ -37,6 +37,7 @@ def test_full_size_encoders_consume_exactly_the_text_encoder_keys_of_the_referen
     back = to_checkpoint({n: e.hf_state_dict() for n, e in clip.encoders.items()}, family)
     expected = {k: tuple(v.shape) for k, v in sd.items() if not (family == "sd1" and k.endswith("position_ids"))}
     assert {k: tuple(v.shape) for k, v in back.items()} == expected
+    assert all(back[k].dtype == torch.int64 for k in back if k.endswith("position_ids"))
 
 
 @pytest.mark.parametrize("name,family", CASES)
@@ -73,3 +74,9 @@ def test_old_sd1_files_without_the_text_model_level_load_the_same_weights():
     sd = meta_state_dict("sd15")
     old = {k.replace("transformer.text_model.", "transformer."): v for k, v in sd.items()}
     assert extract_encoders(old, "sd1")["clip_l"].keys() == extract_encoders(sd, "sd1")["clip_l"].keys()
+
+
+def test_sd2_files_in_the_sgm_layout_load_the_same_encoder():
+    sd = meta_state_dict("sd21_768v")
+    sgm = {k.replace("cond_stage_model.model.", "conditioner.embedders.0.model."): v for k, v in sd.items()}
+    assert extract_encoders(sgm, "sd2")["clip_h"].keys() == extract_encoders(sd, "sd2")["clip_h"].keys()
