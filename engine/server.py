@@ -1377,7 +1377,10 @@ def setup_routes(app: web.Application) -> None:
     router = app.router
     for prefix in ("", "/api"):
         for method, path, handler in API_ROUTES:
-            router.add_route(method, prefix + path, handler)
+            if method == "GET":
+                router.add_get(prefix + path, handler)   # with HEAD
+            else:
+                router.add_route(method, prefix + path, handler)
     _add_pack_routes(app)
     router.add_get("/internal/folder_paths", get_internal_folder_paths)
     router.add_get("/internal/files/{kind}", get_internal_files)

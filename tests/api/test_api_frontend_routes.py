@@ -1,0 +1,76 @@
+"""The small routes ComfyUI's official frontend calls while booting (api.md §10.12), with their minimal answers."""
+
+from apitest_client import get, http, post
+
+
+def test_the_frontend_boot_sequence_gets_the_answers_it_needs(server):
+    stats = get(server, "/api/system_stats").json()
+    assert stats["system"]["comfyui_version"] == "0.8.0" and stats["system"]["required_frontend_version"] == "1.35.9"
+    assert stats["devices"][0]["type"] == "cpu" and stats["devices"][0]["vram_total"] > 0
+    assert "kiln_version" in stats["system"]
+    assert get(server, "/api/features").json() == {"supports_preview_metadata": True, "max_upload_size": 104857600}
+    assert get(server, "/api/users").json() == {"storage": "server", "migrated": True}
+    assert get(server, "/api/i18n").json() == {} and get(server, "/api/settings").json() == {}
+    assert get(server, "/api/userdata?dir=workflows&recurse=true&split=false&full_info=true").status == 404
+    assert get(server, "/api/extensions").json() == []
+    assert get(server, "/api/global_subgraphs").json() == {}
+    assert get(server, "/api/userdata/comfy.templates.json").status == 404
+    assert "TestConst" in get(server, "/api/object_info").json()
+    assert get(server, "/api/queue").json() == {"queue_running": [], "queue_pending": []}
+    assert get(server, "/api/history?max_items=64").json() == {}
+    assert get(server, "/api/jobs?status=in_progress,pending&limit=200&offset=0").json() == {
+        "jobs": [], "pagination": {"offset": 0, "limit": 200, "total": 0, "has_more": False}}
+    assert get(server, "/api/workflow_templates").json() == {}
+    assert get(server, "/templates/index.json").json() == []
+    assert post(server, "/api/settings/Comfy.InstalledVersion", data=b'"1.58.1"',
+                headers={"Content-Type": "text/plain;charset=UTF-8"}).status == 200
+
+
+def test_settings_are_stored_merged_and_read_back(server, base_dir):
+    post(server, "/api/settings", {"Comfy.A": 1, "Comfy.B": "x"})
+    post(server, "/api/settings/Comfy.B", "y")
+    assert get(server, "/api/settings").json() == {"Comfy.A": 1, "Comfy.B": "y"}
+    assert get(server, "/api/settings/Comfy.Unknown").json() is None
+    assert (base_dir / "user" / "default" / "comfy.settings.json").read_text().startswith("{\n    ")
+
+
+def test_object_info_for_one_class_and_for_an_unknown_class(server):
+    one = get(server, "/object_info/TestConst").json()
+    assert list(one) == ["TestConst"] and one["TestConst"]["input"]["required"]["value"][0] == "INT"
+    assert get(server, "/object_info/Nope").json() == {}
+
+
+def test_model_folders_and_embeddings_are_listed(server, base_dir):
+    (base_dir / "models" / "embeddings" / "sub").mkdir(parents=True)
+    (base_dir / "models" / "embeddings" / "sub" / "bad-hands.safetensors").write_bytes(b"")
+    (base_dir / "models" / "checkpoints").mkdir(parents=True)
+    (base_dir / "models" / "checkpoints" / "tiny.safetensors").write_bytes(b"")
+    assert get(server, "/embeddings").json() == ["sub/bad-hands"]
+    assert get(server, "/models").json()[0] == "checkpoints"
+    assert get(server, "/models/checkpoints").json() == ["tiny.safetensors"]
+    assert get(server, "/models/clip").status == 404
+    folders = get(server, "/experiment/models").json()
+    assert {"configs", "custom_nodes"}.isdisjoint(f["name"] for f in folders)
+    files = get(server, "/experiment/models/checkpoints").json()
+    assert [(f["name"], f["pathIndex"]) for f in files] == [("tiny.safetensors", 0)]
+
+
+def test_single_user_mode_refuses_to_create_users_and_unknown_subgraphs_are_404(server):
+    assert post(server, "/api/users", {"username": "bob"}).json() == {"error": "Multi-user mode is not supported"}
+    assert get(server, "/api/global_subgraphs/abc").status == 404
+    assert get(server, "/api/node_replacements").json() == {}
+
+
+def test_internal_routes_list_folders_and_area_files_newest_first(server, base_dir):
+    import os
+    import time
+
+    (base_dir / "output" / "old.png").write_bytes(b"1")
+    (base_dir / "output" / "new.png").write_bytes(b"2")
+    os.utime(base_dir / "output" / "old.png", (time.time() - 100, time.time() - 100))
+    (base_dir / "output" / ".hidden").write_bytes(b"3")
+    assert get(server, "/internal/files/output").json() == ["new.png", "old.png"]
+    assert get(server, "/internal/files/bogus").status == 400
+    assert "checkpoints" in get(server, "/internal/folder_paths").json()
+    assert get(server, "/api/internal/folder_paths").status == 404
+    assert http(server, "HEAD", "/api/queue").status == 200
