@@ -144,3 +144,14 @@ def chain(value=1) -> dict:
             "2": {"class_type": "TestConst", "inputs": {"value": 10}},
             "3": {"class_type": "TestAdd", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
             "4": {"class_type": "TestShow", "inputs": {"value": ["3", 0]}}}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """When only engine tests ran, fail the session if anything imported torch (the engine is torch-free)."""
+    import sys
+
+    items = getattr(session, "items", [])
+    if items and all(item.nodeid.startswith("tests/engine/") for item in items) and "torch" in sys.modules:
+        session.config.get_terminal_writer().line("tests/engine imported torch: the engine must stay torch-free",
+                                                  red=True)
+        session.exitstatus = 1
