@@ -106,3 +106,13 @@ def test_an_unknown_file_is_refused_with_a_summary_of_what_it_contains():
         detect.file_kind(shapes)
     message = str(err.value)
     assert "3 tensors" in message and "foo.bar.* (2)" in message and "baz" in message
+
+
+def test_a_full_size_sdxl_refiner_unet_is_detected_as_the_refiner():
+    from diffusion.models.unet import UNetModel
+
+    with torch.device("meta"):
+        unet = UNetModel(**configs.SDXL_REFINER)
+    shapes = {f"model.diffusion_model.{k}": tuple(v.shape) for k, v in unet.state_dict().items()}
+    info = detect.detect_checkpoint(shapes)
+    assert info.family == "sdxl_refiner" and info.unet_config == configs.SDXL_REFINER

@@ -203,3 +203,12 @@ def test_t2i_adapter_files_load_and_give_one_feature_map_per_unet_level(tmp_path
         features, expected = control.model(hint), adapter(hint)
     assert [f.shape[1:] for f in features] == [(32, 16, 16), (64, 8, 8), (128, 4, 4), (128, 2, 2)]
     assert all(torch.equal(a, b) for a, b in zip(features, expected))
+
+
+def test_legacy_non_zip_torch_files_still_load_weights_only(tmp_path):
+    unet = tiny_unet("sd1")
+    path = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint_dict(unet, None), path, _use_new_zipfile_serialization=False)
+    model, _, _ = loading.load_checkpoint(path, config=FP32)
+    with model.active() as loaded:
+        assert torch.equal(_outputs(loaded, "sd1"), _outputs(unet, "sd1"))

@@ -95,3 +95,12 @@ def test_vae_round_trip_shapes_follow_the_factor_of_eight():
         z = vae.encode(torch.zeros(2, 3, 64, 48))
         y = vae.decode(z)
     assert z.shape == (2, 4, 8, 6) and y.shape == (2, 3, 64, 48)
+
+
+def test_full_size_controlnet_has_exactly_the_v11_canny_keys_and_shapes():
+    from diffusion.models.controlnet import ControlNet
+
+    keys = read_keys("controlnet_v11p_sd15_canny")
+    with torch.device("meta"):
+        cn = ControlNet(hint_channels=3, **configs.SD15)
+    assert {k: list(v.shape) for k, v in cn.state_dict().items()} == section(keys, "control_model.")
