@@ -107,6 +107,8 @@ class ClipHandle:
     def encode_sdxl(self, text_g: str, text_l: str, embeddings: EmbeddingLookup | None = None,
                     warn: Warn | None = None) -> tuple[Tensor, Tensor | None]:
         """SDXL's two prompts: `text_g` for clip_g, `text_l` for clip_l; chunk counts are evened out."""
+        if set(self.encoders) != {"clip_l", "clip_g"}:
+            raise ValueError(f"text_g/text_l need an SDXL base CLIP (clip_l + clip_g), not {self.family}'s")
         warn = _once(warn)
         tokens = {"clip_l": self._chunks("clip_l", text_l, embeddings, warn),
                   "clip_g": self._chunks("clip_g", text_g, embeddings, warn)}

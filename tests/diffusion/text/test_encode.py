@@ -170,9 +170,12 @@ def test_sdxl_two_prompts_of_different_length_are_evened_out_with_empty_windows(
     assert torch.equal(pooled, clip.encode("dog " * 80)[1])
 
 
-def test_refiner_uses_clip_g_alone():
-    cond, pooled = handle("sdxl_refiner").encode("a cat")
+def test_refiner_uses_clip_g_alone_and_refuses_the_two_prompt_encode():
+    clip = handle("sdxl_refiner")
+    cond, pooled = clip.encode("a cat")
     assert cond.shape == (1, 77, 32) and pooled.shape == (1, 32)
+    with pytest.raises(ValueError, match="SDXL base"):
+        clip.encode_sdxl("a", "b")
 
 
 def test_fp32_checkpoints_are_stored_as_fp16_but_encoded_in_fp32():
