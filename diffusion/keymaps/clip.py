@@ -116,6 +116,17 @@ def hf_to_openclip(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def standalone_to_hf(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A standalone text-encoder file (OpenCLIP, transformers-4 `text_model.…` or transformers-5
+    names without it) → HF names; `position_ids` dropped."""
+    if any(k.startswith("transformer.resblocks.") for k in sd.keys()):
+        out = openclip_to_hf({k: sd[k] for k in sd.keys()})
+    else:
+        out = {k if k.startswith(_HF_TOP_LEVEL) else "text_model." + k: sd[k] for k in sd.keys()}
+    out.pop("text_model.embeddings.position_ids", None)
+    return out
+
+
 def extract_encoders(sd: Mapping[str, Tensor], family: str) -> dict[str, dict[str, Tensor]]:
     """The text encoders of a checkpoint as `{encoder: {HF name: tensor}}` (empty when none are present)."""
     found: dict[str, dict[str, Tensor]] = {}

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.keymaps.clip import extract_encoders, hf_to_openclip, openclip_to_hf, to_checkpoint
+from diffusion.keymaps.clip import (extract_encoders, hf_to_openclip, openclip_to_hf, standalone_to_hf,
+                                    to_checkpoint)
 from diffusion.models.text_encoders import clip_from_state_dict, family_configs, infer_config
 
 KEYS = Path(__file__).resolve().parents[2] / "fixtures" / "text_keys"
@@ -80,3 +81,16 @@ def test_sd2_files_in_the_sgm_layout_load_the_same_encoder():
     sd = meta_state_dict("sd21_768v")
     sgm = {k.replace("cond_stage_model.model.", "conditioner.embedders.0.model."): v for k, v in sd.items()}
     assert extract_encoders(sgm, "sd2")["clip_h"].keys() == extract_encoders(sd, "sd2")["clip_h"].keys()
+
+
+@pytest.mark.parametrize("name,family,prefix", [("sd15", "sd1", "cond_stage_model.transformer."),
+                                                ("sd21_768v", "sd2", "cond_stage_model.model."),
+                                                ("sdxl_base", "sdxl", "conditioner.embedders.1.model.")])
+def test_standalone_text_encoder_files_in_any_layout_get_the_same_hf_names(name, family, prefix):
+    sd = meta_state_dict(name)
+    expected = extract_encoders(sd, family)[{"sd1": "clip_l", "sd2": "clip_h", "sdxl": "clip_g"}[family]]
+    alone = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    assert standalone_to_hf(alone).keys() == expected.keys()
+    if family == "sd1":  # transformers-5 save_pretrained drops the `text_model.` level
+        v5 = {k.removeprefix("text_model."): v for k, v in alone.items()}
+        assert standalone_to_hf(v5).keys() == expected.keys()
