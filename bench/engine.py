@@ -1,6 +1,8 @@
 """Executor overhead on graphs of no-op nodes: first run, fully cached re-run, validation (JSON lines).
 
 Targets (issue 2): first run <= 30 µs of overhead per node; fully cached re-run of 10 000 nodes <= 100 ms.
+Each figure is reported as wall time and as this process's CPU time (`*_cpu_*`); on a shared machine
+the CPU time is the meaningful one (wall time includes waiting for a core).
 Usage: python bench/engine.py [--sizes 1000 10000] [--repeat 3]
 """
 from __future__ import annotations
@@ -62,34 +64,41 @@ def graph(n: int, width: int = 8) -> dict:
     return prompt
 
 
+def _timed(fn) -> tuple[float, float, object]:
+    """(wall seconds, CPU seconds of this process, result): CPU time is robust on a shared machine."""
+    w, c = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - w, time.process_time() - c, result
+
+
 def measure(n: int, repeat: int, with_events: bool) -> dict:
     registry = Registry(Paths(tempfile.mkdtemp()))
     for fn in (bench_source, bench_noop, bench_sink):
         registry.add(fn.spec, core=True)
     base = graph(n)
     emit = (lambda e, d: None) if with_events else None
-    best_validate = best_first = best_cached = float("inf")
+    best = {k: float("inf") for k in ("validate", "validate_cpu", "first", "first_cpu", "cached", "cached_cpu")}
+    executed = 0
     for _ in range(repeat):
         prompt = copy.deepcopy(base)
-        t = time.perf_counter()
-        result = validate_prompt(registry, prompt)
-        best_validate = min(best_validate, time.perf_counter() - t)
+        wall, cpu, result = _timed(lambda: validate_prompt(registry, prompt))
         assert result.ok, result.error
+        best["validate"], best["validate_cpu"] = min(best["validate"], wall), min(best["validate_cpu"], cpu)
         executor = Executor(registry, cache=make_cache("classic"))
-        t = time.perf_counter()
-        first = executor.run("bench", prompt, outputs=result.outputs, emit=emit)
-        best_first = min(best_first, time.perf_counter() - t)
-        assert first.status == "success" and len(first.executed) >= n - (n - 1) % 8 - 8
-        t = time.perf_counter()
-        again = executor.run("bench2", prompt, outputs=result.outputs, emit=emit)
-        best_cached = min(best_cached, time.perf_counter() - t)
-        assert again.executed == []
-    executed = len(first.executed)
+        wall, cpu, first = _timed(lambda: executor.run("bench", prompt, outputs=result.outputs, emit=emit))
+        assert first.status == "success"
+        executed = len(first.executed)
+        best["first"], best["first_cpu"] = min(best["first"], wall), min(best["first_cpu"], cpu)
+        wall, cpu, again = _timed(lambda: executor.run("bench2", prompt, outputs=result.outputs, emit=emit))
+        assert again.status == "success" and again.executed == []
+        best["cached"], best["cached_cpu"] = min(best["cached"], wall), min(best["cached_cpu"], cpu)
+    ms = {k: round(v * 1000, 2) for k, v in best.items()}
     return {"bench": "engine", "nodes": n, "executed_first_run": executed, "events": with_events,
-            "validate_ms": round(best_validate * 1000, 2),
-            "first_run_ms": round(best_first * 1000, 2),
-            "first_run_us_per_node": round(best_first * 1e6 / executed, 2),
-            "cached_rerun_ms": round(best_cached * 1000, 2),
+            "validate_ms": ms["validate"], "validate_cpu_ms": ms["validate_cpu"],
+            "first_run_ms": ms["first"], "first_run_cpu_ms": ms["first_cpu"],
+            "first_run_us_per_node": round(best["first"] * 1e6 / executed, 2),
+            "first_run_cpu_us_per_node": round(best["first_cpu"] * 1e6 / executed, 2),
+            "cached_rerun_ms": ms["cached"], "cached_rerun_cpu_ms": ms["cached_cpu"],
             "targets": {"first_run_us_per_node": 30, "cached_rerun_10k_ms": 100}}
 
 

@@ -1,7 +1,6 @@
 """Output cache: structural input signatures (execution.md §8.3) and the four cache policies (§8.4)."""
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -29,19 +28,58 @@ def canonical(value: Any) -> str:
     raise Unhashable(type(value).__name__)
 
 
+_LINK = object()   # marks a link in a key tuple (equal only to itself)
+
+
+def _constant(value: Any) -> Any:
+    """A constant as a hashable key part: scalars as they are, containers as canonical text."""
+    t = type(value)
+    if t is int or t is str or t is bool or value is None:
+        return value
+    if t is float:
+        if value != value:
+            raise Unhashable("NaN")
+        return value
+    return (_LINK, canonical(value))   # tagged, so the text of a container never equals a plain string
+
+
+class KeyInterner:
+    """Gives each distinct node signature a small int; signatures refer to their sources by that int.
+
+    Ids are never reused, so pruning the table can only cause a cache miss, never a wrong hit.
+    """
+
+    def __init__(self):
+        self.ids: dict[tuple, int] = {}
+        self.next_id = 1
+
+    def intern(self, signature: tuple) -> int:
+        key = self.ids.get(signature)
+        if key is None:
+            key = self.ids[signature] = self.next_id
+            self.next_id += 1
+        return key
+
+    def prune(self, keep: set) -> None:
+        """Forget signatures whose ids are neither in use nor cached."""
+        self.ids = {sig: key for sig, key in self.ids.items() if key in keep}
+
+
 def compute_keys(nodes: Callable[[str], dict | None], ids: Iterable[str], *, class_info: Callable[[str], tuple[bool]],
-                 fingerprints: dict[str, str | None], memo: dict[str, str | None], tag: str = "") -> None:
+                 fingerprints: dict[str, str | None], memo: dict[str, int | None], interner: KeyInterner,
+                 tag: str = "") -> None:
     """Fill `memo[id]` with each node's structural key (None = never cacheable).
 
-    key(n) = hash(class, fingerprint, id if NOT_IDEMPOTENT/UNIQUE_ID, sorted inputs with links replaced by
-    the source's key and slot) — node ids never matter otherwise, so equal sub-graphs share results.
+    signature(n) = (class, fingerprint, tag, id if NOT_IDEMPOTENT/UNIQUE_ID, sorted inputs with links
+    replaced by the source's key and slot); node ids never matter otherwise, so equal sub-graphs share
+    results. Iterative, so very deep graphs are fine; nodes on a cycle get None.
     """
     with_id: dict[Any, bool] = {}
     for root in ids:
         if root in memo:
             continue
         stack = [(root, False)]
-        visiting: set[str] = set()   # on the current path: a link back to one is a cycle (key None)
+        visiting: set[str] = set()   # started and not finished: meeting one again means a cycle
         while stack:
             nid, ready = stack.pop()
             if nid in memo or (not ready and nid in visiting):
@@ -62,16 +100,14 @@ def compute_keys(nodes: Callable[[str], dict | None], ids: Iterable[str], *, cla
             flag = with_id.get(class_type)
             if flag is None:
                 flag = with_id[class_type] = class_info(class_type)[0]
-            memo[nid] = _key_of(nid, class_type, inputs, flag, fingerprints, memo, tag)
+            memo[nid] = _key_of(nid, class_type, inputs, flag, fingerprints, memo, tag, interner)
 
 
-def _key_of(nid, class_type, inputs, with_id, fingerprints, memo, tag) -> str | None:
-    fp = fingerprints.get(nid, "False")
+def _key_of(nid, class_type, inputs, with_id, fingerprints, memo, tag, interner) -> int | None:
+    fp = fingerprints.get(nid, False)
     if fp is None:
         return None
-    parts = [repr(class_type), fp, tag]
-    if with_id:
-        parts.append(repr(nid))
+    parts: list = [class_type, fp, tag, nid if with_id else None]
     try:
         for name in sorted(inputs):
             v = inputs[name]
@@ -79,12 +115,12 @@ def _key_of(nid, class_type, inputs, with_id, fingerprints, memo, tag) -> str | 
                 src = memo.get(v[0])
                 if src is None:
                     return None
-                parts.append(f"{name!r}:L:{src}:{v[1]}")
+                parts += (name, (_LINK, src, v[1]))
             else:
-                parts.append(f"{name!r}={canonical(v)}")
+                parts += (name, _constant(v))
     except Unhashable:
         return None
-    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return interner.intern(tuple(parts))
 
 
 @dataclass
@@ -104,13 +140,20 @@ class OutputCache:
     kind = "base"
 
     def __init__(self):
-        self.entries: dict[str, CacheEntry] = {}
+        self.entries: dict[int, CacheEntry] = {}
         self.generation = 0
+        self.interner = KeyInterner()
 
-    def start_prompt(self, keys: set[str], parents: set[tuple[str, str]]) -> None:
+    def start_prompt(self, keys: set[int], parents: set[tuple[str, str]]) -> None:
+        """A new prompt with these keys begins: drop entries per policy, forget unused signatures."""
         self.generation += 1
+        self._on_prompt(keys, parents)
+        self.interner.prune(keys | set(self.entries))
 
-    def get(self, key: str | None) -> CacheEntry | None:
+    def _on_prompt(self, keys: set[int], parents: set[tuple[str, str]]) -> None:
+        """Policy hook: what survives a new prompt (everything, by default)."""
+
+    def get(self, key: int | None) -> CacheEntry | None:
         if key is None:
             return None
         entry = self.entries.get(key)
@@ -118,7 +161,7 @@ class OutputCache:
             entry.generation = self.generation
         return entry
 
-    def set(self, key: str | None, entry: CacheEntry) -> None:
+    def set(self, key: int | None, entry: CacheEntry) -> None:
         if key is None:
             return
         entry.generation = self.generation
@@ -139,8 +182,7 @@ class ClassicCache(OutputCache):
 
     kind = "classic"
 
-    def start_prompt(self, keys, parents):
-        super().start_prompt(keys, parents)
+    def _on_prompt(self, keys, parents):
         self.entries = {k: e for k, e in self.entries.items()
                         if k in keys or (e.parent is not None and e.parent in parents)}
 
@@ -154,8 +196,7 @@ class LRUCache(OutputCache):
         super().__init__()
         self.max_size = max_size
 
-    def start_prompt(self, keys, parents):
-        super().start_prompt(keys, parents)
+    def _on_prompt(self, keys, parents):
         for k in keys:
             if k in self.entries:
                 self.entries[k].generation = self.generation

@@ -111,7 +111,7 @@ class _Run:
             nid for nid, n in prompt.items() if self._spec(n["class_type"]).output_node]
         self.result = RunResult("success")
         self.values: dict[str, list[list]] = {}
-        self.keys: dict[str, str | None] = {}
+        self.keys: dict[str, int | None] = {}
         self.tables: dict[str, dict[str, InputInfo]] = {}
         self.state: dict[str, _NodeState] = {}
         self.progress: dict[str, dict] = {}
@@ -177,7 +177,7 @@ class _Run:
         try:
             fingerprints = self._fingerprints()
             compute_keys(self._node_or_none, list(self.prompt), class_info=self._class_info,
-                         fingerprints=fingerprints, memo=self.keys)
+                         fingerprints=fingerprints, memo=self.keys, interner=self.cache.interner)
         except Exception as exc:  # a broken INPUT_TYPES at run time
             return self._fail(_Failure(next(iter(self.prompt), ""), exc, {}))
         self.cache.start_prompt({k for k in self.keys.values() if k is not None},
@@ -618,7 +618,7 @@ class _Run:
                 self.dyn.add_ephemeral(new_id, new_node, nid, display)
                 new_ids.append(new_id)
         compute_keys(self._node_or_none, new_ids, class_info=self._class_info, fingerprints={},
-                     memo=self.keys, tag=f"sub:{nid}:{class_type}")
+                     memo=self.keys, interner=self.cache.interner, tag=f"sub:{nid}:{class_type}")
         for new_id in new_ids:
             spec = self.registry.get(self.dyn.ephemeral[new_id].get("class_type"))
             if spec is not None and spec.output_node:

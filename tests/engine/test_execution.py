@@ -218,3 +218,12 @@ def test_progress_with_a_preview_emits_a_preview_event_for_the_server(registry):
     state = [d for e, d in r.events if e == "progress_state"]
     assert any(s["nodes"].get("2", {}).get("max") == 2 and s["nodes"]["2"]["value"] == 1 for s in state)
     assert result.warnings == ["node 2: looks odd"]
+
+
+def test_a_string_constant_never_shares_a_cache_entry_with_a_list_constant(registry, calls):
+    runner = Runner(registry, ("lru", 10))
+    as_text = {"1": {"class_type": "TestShow", "inputs": {"value": "[1,2]"}}}
+    as_list = {"1": {"class_type": "TestShow", "inputs": {"value": [1, 2]}}}
+    runner.run(as_text)
+    runner.run(as_list)
+    assert calls == ["TestShow", "TestShow"]
