@@ -50,7 +50,8 @@ SEND_QUEUE_LIMIT = 512              # frames buffered per WebSocket client
 PREVIEW_INTERVAL = 0.1              # at most 10 binary previews per second per client
 COMFYUI_API_LEVEL = "0.8.0"
 OLDEST_FRONTEND = "1.35.9"
-DEFAULT_WEB_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_WEB_ROOT = os.path.join(REPO_ROOT, "web")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".avif", ".ico", ".svg")
 
 
@@ -267,6 +268,7 @@ class Worker:
     def _run(self, item: QueueItem) -> None:
         state = self.state
         client_id = item.extra_data.get("client_id")
+        client_id = client_id if isinstance(client_id, str) else None   # sids are strings
         item.sensitive = state.sensitive.pop(item.prompt_id, {})
         with self.lock:
             self.running = item
@@ -351,6 +353,7 @@ class ServerState:
     counter: int = 0
     sensitive: dict[str, dict] = field(default_factory=dict)
     max_body: int = 100 * 1024 * 1024
+    workflows_dir: str = os.path.join(REPO_ROOT, "workflows")
 
     def status_data(self) -> dict:
         return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
@@ -1116,6 +1119,29 @@ async def get_userdata_list(request: web.Request) -> web.Response:
     return _json(relative)
 
 
+async def get_userdata_v2(request: web.Request) -> web.Response:
+    """GET /v2/userdata?path=: every entry below `path`, directories first, then files (by lower-cased name)."""
+    state = request.app[STATE]
+    root = _user_root(state)
+    relative = request.query.get("path", "")
+    base = _user_path(state, relative) if relative else os.path.realpath(root)
+    if not os.path.exists(base):
+        return web.Response(status=404)
+    if not os.path.isdir(base):
+        return web.Response(status=400)
+    dirs, files = [], []
+    for current, subdirs, names in os.walk(base):
+        for name in subdirs:
+            dirs.append({"name": name, "path": os.path.relpath(os.path.join(current, name), os.path.realpath(root))
+                         .replace(os.sep, "/"), "type": "directory"})
+        for name in names:
+            full = os.path.join(current, name)
+            st = os.stat(full)
+            files.append({"name": name, "path": os.path.relpath(full, os.path.realpath(root)).replace(os.sep, "/"),
+                          "type": "file", "size": st.st_size, "modified": st.st_mtime})
+    return _json(sorted(dirs, key=lambda e: e["name"].lower()) + sorted(files, key=lambda e: e["name"].lower()))
+
+
 async def get_userdata_file(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     relative = request.match_info["file"]
@@ -1208,7 +1234,41 @@ def _pack_web_dirs(state: ServerState) -> dict[str, str]:
 
 
 async def get_templates_index(request: web.Request) -> web.Response:
-    return _json([])
+    """Stems of the shipped editor workflows (contracts.md §4); [] when none are shipped."""
+    root = request.app[STATE].workflows_dir
+    names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return _json([n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")])
+
+
+async def get_template(request: web.Request) -> web.StreamResponse:
+    """/templates/<stem>.json: one shipped workflow file."""
+    state = request.app[STATE]
+    try:
+        path = state.paths.contained(state.workflows_dir, request.match_info["name"] + ".json")
+    except PathEscape:
+        return web.Response(status=404)
+    if not os.path.isfile(path):
+        return web.Response(status=404)
+    return web.FileResponse(path, headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+
+
+async def get_view_metadata(request: web.Request) -> web.Response:
+    """The `__metadata__` of a listed .safetensors model file (header read capped at 1 MiB)."""
+    paths = request.app[STATE].paths
+    name = request.query.get("filename", "")
+    if not name.endswith(".safetensors"):
+        return web.Response(status=404)
+    try:
+        path = paths.full_path(request.match_info["folder"], name)
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 1 << 20:
+                return web.Response(status=404)
+            header = json.loads(f.read(length))
+    except (KeyError, OSError, ValueError, struct.error):
+        return web.Response(status=404)
+    metadata_value = header.get("__metadata__") if isinstance(header, dict) else None
+    return _json(metadata_value) if isinstance(metadata_value, dict) else web.Response(status=404)
 
 
 async def get_internal_folder_paths(request: web.Request) -> web.Response:
@@ -1335,6 +1395,7 @@ API_ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/view", get_view),
     ("POST", "/upload/image", post_upload_image),
     ("POST", "/upload/mask", post_upload_mask),
+    ("GET", "/view_metadata/{folder}", get_view_metadata),
     ("GET", "/embeddings", get_embeddings),
     ("GET", "/models", get_models),
     ("GET", "/models/{folder}", get_models_folder),
@@ -1350,6 +1411,7 @@ API_ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/settings/{setting_id}", get_setting),
     ("POST", "/settings/{setting_id}", post_setting),
     ("GET", "/userdata", get_userdata_list),
+    ("GET", "/v2/userdata", get_userdata_v2),
     ("POST", "/userdata/{file}/move/{dest}", post_userdata_move),
     ("GET", "/userdata/{file}", get_userdata_file),
     ("POST", "/userdata/{file}", post_userdata_file),
@@ -1386,6 +1448,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/internal/files/{kind}", get_internal_files)
     router.add_get("/", get_index)
     router.add_get("/templates/index.json", get_templates_index)
+    router.add_get("/templates/{name}.json", get_template)
     router.add_get("/extensions/{pack}/{path:.+}", get_pack_file)
     router.add_get("/{path:.+}", get_static)
 

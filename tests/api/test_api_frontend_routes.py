@@ -74,3 +74,39 @@ def test_internal_routes_list_folders_and_area_files_newest_first(server, base_d
     assert "checkpoints" in get(server, "/internal/folder_paths").json()
     assert get(server, "/api/internal/folder_paths").status == 404
     assert http(server, "HEAD", "/api/queue").status == 200
+
+
+def test_shipped_workflows_are_offered_as_templates(server, tmp_path):
+    from engine.server import STATE
+
+    (tmp_path / "wf").mkdir()
+    (tmp_path / "wf" / "default.json").write_text('{"nodes": [], "links": []}')
+    (tmp_path / "wf" / "img2img.json").write_text('{"nodes": [], "links": []}')
+    server.app[STATE].workflows_dir = str(tmp_path / "wf")
+    assert get(server, "/templates/index.json").json() == ["default", "img2img"]
+    assert get(server, "/templates/default.json").json() == {"nodes": [], "links": []}
+    assert get(server, "/templates/..%2Fpyproject.json").status == 404
+    assert get(server, "/templates/missing.json").status == 404
+
+
+def test_safetensors_metadata_is_read_only_for_listed_model_files(server, base_dir):
+    import json
+    import struct
+
+    header = json.dumps({"__metadata__": {"ss_network_dim": "8"}}).encode()
+    (base_dir / "models" / "loras").mkdir(parents=True)
+    (base_dir / "models" / "loras" / "x.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    assert get(server, "/view_metadata/loras?filename=x.safetensors").json() == {"ss_network_dim": "8"}
+    assert get(server, "/view_metadata/loras?filename=../../x.safetensors").status == 404
+    assert get(server, "/view_metadata/loras?filename=x.ckpt").status == 404
+    assert get(server, "/view_metadata/nope?filename=x.safetensors").status == 404
+
+
+def test_v2_userdata_lists_the_tree_directories_first(server):
+    post(server, "/api/userdata/workflows%2FB.json", data=b"{}")
+    post(server, "/api/userdata/a.json", data=b"{}")
+    listing = get(server, "/api/v2/userdata").json()
+    assert [(e["type"], e["path"]) for e in listing][:1] == [("directory", "workflows")]
+    assert {e["path"] for e in listing if e["type"] == "file"} >= {"a.json", "workflows/B.json"}
+    assert get(server, "/api/v2/userdata?path=missing").status == 404
+    assert get(server, "/api/v2/userdata?path=a.json").status == 400
