@@ -32,7 +32,9 @@ class ClipHandle:
         self.encoders = nn.ModuleDict(dict(encoders))
         self.encoders.compute_dtype = torch.float32  # CLIP math is always float32 (§1); read by active()
         self.layer: int | None = None  # stop_at_clip_layer; None = each encoder's default
-        self._weights = ModelHandle(self.encoders, {}, family, "eps", None, load_device=load_device)  # type: ignore[arg-type]
+        # The UNet's patch mechanism, reused over the encoders (prediction/latent format do not apply).
+        self._weights = ModelHandle(self.encoders, {}, family, "eps", None,  # type: ignore[arg-type]
+                                    load_device=load_device)
         self.tokenizer = ClipTokenizer()
 
     @property
