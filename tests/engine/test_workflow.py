@@ -153,3 +153,17 @@ def test_filename_patterns_expand_dates_and_node_widgets():
     now = datetime.datetime(2026, 11, 25, 14, 29, 32)
     assert filename_pattern("%date:yyyy-MM-dd%/%Loader.ckpt%_%width%_%Nope.x%", workflow, prompt, now) == \
         "2026-11-25/sd_v1_5.safetensors_%width%_%Nope.x%"
+
+
+def test_the_default_sd15_workflow_converts_to_exactly_the_editors_api_prompt():
+    import json
+    import os
+
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "engine")
+
+    def load(name):
+        with open(os.path.join(fixtures, name), encoding="utf-8") as f:
+            return json.load(f)
+
+    prompt = editor_to_api(load("default_sd15_workflow.json"), load("object_info_sd15.json"))
+    assert prompt == load("default_sd15_api.json")
