@@ -227,3 +227,29 @@ def test_a_string_constant_never_shares_a_cache_entry_with_a_list_constant(regis
     runner.run(as_text)
     runner.run(as_list)
     assert calls == ["TestShow", "TestShow"]
+
+
+def test_nodes_feeding_output_nodes_are_scheduled_first_so_previews_appear_early(runner, calls):
+    prompt = {"5": {"class_type": "TestShow", "inputs": {"value": ["4", 0]}},
+              "4": {"class_type": "TestAdd", "inputs": {"a": ["3", 0], "b": ["3", 0]}},
+              "3": {"class_type": "TestConst", "inputs": {"value": 2}},
+              "2": {"class_type": "TestShow", "inputs": {"value": ["1", 0]}},
+              "1": {"class_type": "TestConst", "inputs": {"value": 1}}}
+    runner.run(prompt)
+    assert runner.executing() == ["1", "2", "3", "4", "5"]
+
+
+def test_expanded_nodes_report_their_parent_in_progress_state(registry):
+    @node("TestTwice", category="test", outputs=[Output("INT")])
+    def twice(value: Annotated[int, Socket("INT")]):
+        g = GraphBuilder()
+        return NodeOutput(result=(g.node("TestAdd", a=value, b=value).out(0),), expand=g.finalize())
+
+    registry.add(twice.spec, core=True)
+    r = Runner(registry)
+    r.run({"1": {"class_type": "TestConst", "inputs": {"value": 1}},
+           "2": {"class_type": "TestTwice", "inputs": {"value": ["1", 0]}},
+           "3": {"class_type": "TestShow", "inputs": {"value": ["2", 0]}}})
+    last = [d for e, d in r.events if e == "progress_state"][-1]["nodes"]
+    inner = last["2.0.0.1"]
+    assert (inner["parent_node_id"], inner["real_node_id"], inner["display_node_id"]) == ("2", "2", "2")
