@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import hashlib
 import io
 import json
@@ -333,6 +334,27 @@ class Worker:
         self.post(state.hub.send_preview, fmt, encoded, meta, client_id or None)
 
 
+# -- log console (/internal/logs) ------------------------------------------------------------------
+
+class LogBuffer(logging.Handler):
+    """Keeps recent log lines for /internal/logs and streams new ones to subscribed sockets."""
+
+    def __init__(self, state: "ServerState", size: int = 1000):
+        super().__init__(logging.INFO)
+        self.state = state
+        self.entries: collections.deque[dict] = collections.deque(maxlen=size)
+        self.subscribers: set[str] = set()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = {"t": datetime.datetime.fromtimestamp(record.created).isoformat(), "m": self.format(record) + "\n"}
+        self.entries.append(entry)
+        worker = self.state.worker
+        if worker is not None:
+            for sid in list(self.subscribers):
+                worker.post(self.state.hub.send_json, "logs", {"entries": [entry], "size": None}, sid)
+
+
 # -- application state ---------------------------------------------------------------------------
 
 @dataclass
@@ -354,6 +376,7 @@ class ServerState:
     sensitive: dict[str, dict] = field(default_factory=dict)
     max_body: int = 100 * 1024 * 1024
     workflows_dir: str = os.path.join(REPO_ROOT, "workflows")
+    logs: LogBuffer | None = None
 
     def status_data(self) -> dict:
         return {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
@@ -1271,6 +1294,27 @@ async def get_view_metadata(request: web.Request) -> web.Response:
     return _json(metadata_value) if isinstance(metadata_value, dict) else web.Response(status=404)
 
 
+async def get_internal_logs(request: web.Request) -> web.Response:
+    return _json("".join(f"{e['t']} - {e['m']}" for e in request.app[STATE].logs.entries))
+
+
+async def get_internal_logs_raw(request: web.Request) -> web.Response:
+    return _json({"entries": list(request.app[STATE].logs.entries), "size": {"cols": 80, "rows": 24}})
+
+
+async def patch_internal_logs_subscribe(request: web.Request) -> web.Response:
+    body = await _read_json_object(request)
+    sid = body.get("clientId")
+    if not isinstance(sid, str):
+        return _error("clientId must be a string")
+    subscribers = request.app[STATE].logs.subscribers
+    if body.get("enabled"):
+        subscribers.add(sid)
+    else:
+        subscribers.discard(sid)
+    return _empty()
+
+
 async def get_internal_folder_paths(request: web.Request) -> web.Response:
     paths = request.app[STATE].paths
     return _json({k: paths.folder_paths(k) for k in paths.folder_names()})
@@ -1444,6 +1488,9 @@ def setup_routes(app: web.Application) -> None:
             else:
                 router.add_route(method, prefix + path, handler)
     _add_pack_routes(app)
+    router.add_get("/internal/logs", get_internal_logs)
+    router.add_get("/internal/logs/raw", get_internal_logs_raw)
+    router.add_patch("/internal/logs/subscribe", patch_internal_logs_subscribe)
     router.add_get("/internal/folder_paths", get_internal_folder_paths)
     router.add_get("/internal/files/{kind}", get_internal_files)
     router.add_get("/", get_index)
@@ -1494,15 +1541,17 @@ def create_app(config: RuntimeConfig, registry, executor, *, paths: Paths | None
     app = web.Application(middlewares=[security_middleware], client_max_size=max_body)
     app[STATE] = state
     app.on_response_prepare.append(_add_headers)
-    app.cleanup_ctx.append(_worker_context)
+    app.cleanup_ctx.append(_runtime_context)
     setup_routes(app)
     return app
 
 
-async def _worker_context(app: web.Application):
-    """Start the worker thread with the loop; stop it and close the store on shutdown."""
+async def _runtime_context(app: web.Application):
+    """Start the worker thread and the log console with the loop; stop them and close the store on shutdown."""
     state = app[STATE]
     state.loop = asyncio.get_running_loop()
+    state.logs = LogBuffer(state)
+    logging.getLogger().addHandler(state.logs)
     os.makedirs(os.path.join(state.paths.user_dir, "default"), exist_ok=True)
     state.worker = Worker(state)
     bridge = state.registry.bridge
@@ -1510,6 +1559,7 @@ async def _worker_context(app: web.Application):
     state.worker.thread.start()
     yield
     bridge.sender = None
+    logging.getLogger().removeHandler(state.logs)
     state.worker.stop.set()
     state.worker.interrupt.set()
     await asyncio.get_running_loop().run_in_executor(None, state.worker.thread.join, 10)

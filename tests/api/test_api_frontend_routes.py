@@ -110,3 +110,28 @@ def test_v2_userdata_lists_the_tree_directories_first(server):
     assert {e["path"] for e in listing if e["type"] == "file"} >= {"a.json", "workflows/B.json"}
     assert get(server, "/api/v2/userdata?path=missing").status == 404
     assert get(server, "/api/v2/userdata?path=a.json").status == 400
+
+
+def test_the_log_console_returns_recent_lines_and_streams_to_subscribers(server):
+    import asyncio
+    import json
+    import logging
+
+    import aiohttp
+
+    logging.getLogger("kiln.test").warning("first line")
+    assert "first line\n" in get(server, "/internal/logs").json()
+    assert get(server, "/internal/logs/raw").json()["size"] == {"cols": 80, "rows": 24}
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server.url + "/ws?clientId=console") as ws:
+                await ws.receive()
+                async with session.patch(server.url + "/internal/logs/subscribe",
+                                         json={"clientId": "console", "enabled": True}) as r:
+                    assert r.status == 200
+                logging.getLogger("kiln.test").warning("streamed line")
+                return json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
+
+    message = asyncio.run(scenario())
+    assert message["type"] == "logs" and message["data"]["entries"][0]["m"] == "streamed line\n"
