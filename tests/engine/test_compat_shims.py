@@ -1,14 +1,11 @@
 """The ComfyUI shims packs import: folder_paths, comfy.*, nodes members, server bridge, graph utils."""
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
 
 from engine.errors import Interrupted, PathEscape
-from engine.paths import Paths
-from engine.registry import Registry
 
 
 @pytest.fixture

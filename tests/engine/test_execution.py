@@ -1,12 +1,11 @@
 """Executor behaviour: events, caching across edits, lazy inputs, lists, expansion, interrupt, errors."""
 from __future__ import annotations
 
-import threading
+from typing import Annotated
 
 from conftest import Runner, chain
 from engine.graph import GraphBuilder
-from engine.schema import NodeOutput, Output, Socket, Int, node
-from typing import Annotated
+from engine.schema import NodeOutput, Output, Socket, node
 
 
 def test_normal_run_emits_events_in_the_documented_order(runner, calls):

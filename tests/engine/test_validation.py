@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from engine.schema import Combo, Int, Output, Socket, node
+from engine.schema import Combo, Int, Output, node
 from engine.validate import types_compatible, validate_prompt
 
 
