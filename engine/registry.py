@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import runpy
@@ -223,7 +224,10 @@ class Registry:
         out: dict[str, dict] = {}
         for name in names:
             try:
-                out[name] = self.node_info(name)
+                info = self.node_info(name)
+                if self.specs[name].v1_class is not None:
+                    json.dumps(info)   # a pack's odd INPUT_TYPES must not break the whole answer
+                out[name] = info
             except Exception:
                 log.error("cannot describe node %s:\n%s", name, traceback.format_exc())
         return out

@@ -218,3 +218,25 @@ def test_a_node_whose_input_types_raises_is_left_out_of_object_info_and_fails_va
     assert err["type"] == "exception_during_validation" and err["details"] == "no inputs today"
     assert err["extra_info"]["exception_type"] == "RuntimeError"
     assert r.error["details"] == "Exception when validating node: no inputs today"
+
+
+def test_a_node_with_unserializable_input_types_is_left_out_of_object_info(tmp_path):
+    from engine.compat_v1 import spec_from_class
+
+    class Odd:
+        RETURN_TYPES = ()
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"thing": (object(),)}}
+
+    class Fine(Odd):
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+    reg = Registry(Paths(str(tmp_path)))
+    reg.add(spec_from_class("Odd", Odd))
+    reg.add(spec_from_class("Fine", Fine))
+    assert list(reg.object_info()) == ["Fine"]
