@@ -74,7 +74,11 @@ class Executor:
                        interrupt if interrupt is not None else threading.Event())
             ctxmod.set_active_interrupt(run.interrupt)
             try:
-                return run.execute()
+                result = run.execute()
+                if run.out_of_memory:   # models are unloaded before the next prompt; caches are kept
+                    for hook in self.unload_hooks:
+                        hook()
+                return result
             finally:
                 run._close_loop()
                 ctxmod.set_active_interrupt(None)
@@ -125,6 +129,7 @@ class _Run:
         self.counter = 0
         self.output_flags: dict[str, bool] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.out_of_memory = False
         self.allowed: dict[str, frozenset] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -676,8 +681,12 @@ class _Run:
             data = {"prompt_id": self.prompt_id, "node_id": real, "node_type": node.get("class_type"),
                     "executed": list(self.result.executed), "timestamp": _now()}
             return self._finish_error("execution_interrupted", data, "interrupted")
+        tips = ""
+        if _is_out_of_memory(exc):
+            tips = OOM_TIPS
+            self.out_of_memory = True
         data = {"prompt_id": self.prompt_id, "node_id": real, "node_type": node.get("class_type"),
-                "executed": list(self.result.executed), "exception_message": f"{exc}\n",
+                "executed": list(self.result.executed), "exception_message": f"{exc}\n{tips}",
                 "exception_type": exception_type_name(exc), "traceback": traceback.format_tb(exc.__traceback__),
                 "current_inputs": _format_inputs(failure.inputs), "current_outputs": list(self.prompt),
                 "timestamp": _now()}
@@ -689,6 +698,15 @@ class _Run:
         self.result.messages.append([event, data])
         self.emit(event, dict(data))
         return self.result
+
+
+OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you "
+            "might have accidentally set the batch_size to a large number.\n")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError (and MemoryError), recognised without importing torch."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 class _LinkValue:

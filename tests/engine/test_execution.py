@@ -252,3 +252,26 @@ def test_expanded_nodes_report_their_parent_in_progress_state(registry):
     last = [d for e, d in r.events if e == "progress_state"][-1]["nodes"]
     inner = last["2.0.0.1"]
     assert (inner["parent_node_id"], inner["real_node_id"], inner["display_node_id"]) == ("2", "2", "2")
+
+
+def test_an_out_of_memory_error_explains_itself_and_unloads_models_but_keeps_the_cache(registry, calls):
+    class OutOfMemoryError(RuntimeError):
+        """Stands in for torch.cuda.OutOfMemoryError."""
+
+    @node("TestGreedy", category="test", outputs=[Output("INT")])
+    def greedy(value: Annotated[int, Socket("INT")]):
+        raise OutOfMemoryError("CUDA out of memory")
+
+    registry.add(greedy.spec, core=True)
+    r = Runner(registry)
+    unloaded = []
+    r.executor.unload_hooks.append(lambda: unloaded.append(True))
+    result = r.run({"1": {"class_type": "TestConst", "inputs": {"value": 1}},
+                    "2": {"class_type": "TestGreedy", "inputs": {"value": ["1", 0]}},
+                    "3": {"class_type": "TestShow", "inputs": {"value": ["2", 0]}}})
+    assert result.error["exception_message"].startswith("CUDA out of memory\nThis error means you ran out of memory")
+    assert unloaded == [True]
+    calls.clear()
+    r.run({"1": {"class_type": "TestConst", "inputs": {"value": 1}},
+           "3": {"class_type": "TestShow", "inputs": {"value": ["1", 0]}}})
+    assert calls == ["TestShow"]
