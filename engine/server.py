@@ -1227,12 +1227,106 @@ async def post_userdata_move(request: web.Request) -> web.Response:
 
 
 async def get_empty_object(request: web.Request) -> web.Response:
-    """/i18n, /global_subgraphs, /workflow_templates, /node_replacements: nothing from packs yet."""
+    """/node_replacements: Kiln advertises no node replacements."""
     return _json({})
 
 
+def _pack_dirs(state: ServerState) -> list[tuple[str, str]]:
+    """(name, directory) of custom-node packs that imported successfully and are folders."""
+    return [(p.name, p.path) for p in state.registry.packs if p.ok and os.path.isdir(p.path)]
+
+
+def _read_json_file(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        log.warning("ignored unreadable JSON file %s", path)
+        return None
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+async def get_i18n(request: web.Request) -> web.Response:
+    """Translations from custom_nodes/*/locales/<lang>/ (api.md §10.6)."""
+    result: dict = {}
+    for _, pack_dir in _pack_dirs(request.app[STATE]):
+        locales = os.path.join(pack_dir, "locales")
+        for lang in sorted(os.listdir(locales)) if os.path.isdir(locales) else []:
+            merged: dict = {}
+            for file, key in (("main.json", None), ("nodeDefs.json", "nodeDefs"), ("commands.json", "commands"),
+                              ("settings.json", "settings")):
+                data = _read_json_file(os.path.join(locales, lang, file))
+                if isinstance(data, dict):
+                    _merge(merged, data if key is None else {key: data})
+            if merged:
+                _merge(result.setdefault(lang, {}), merged)
+    return _json(result)
+
+
+TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
+
+
+def _pack_template_dir(pack_dir: str) -> str | None:
+    return next((os.path.join(pack_dir, d) for d in TEMPLATE_FOLDERS if os.path.isdir(os.path.join(pack_dir, d))), None)
+
+
+async def get_workflow_templates(request: web.Request) -> web.Response:
+    """{pack: [workflow stems]} from packs' example_workflows/ folders (api.md §10.8)."""
+    result = {}
+    for name, pack_dir in _pack_dirs(request.app[STATE]):
+        folder = _pack_template_dir(pack_dir)
+        stems = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")) if folder else []
+        if stems:
+            result[name] = stems
+    return _json(result)
+
+
+async def get_workflow_template_file(request: web.Request) -> web.StreamResponse:
+    pack_dir = dict(_pack_dirs(request.app[STATE])).get(request.match_info["pack"])
+    folder = _pack_template_dir(pack_dir) if pack_dir else None
+    if folder is None:
+        return web.Response(status=404)
+    try:
+        path = request.app[STATE].paths.contained(folder, request.match_info["file"])
+    except PathEscape:
+        return web.Response(status=404)
+    if not path.endswith(".json") or not os.path.isfile(path):
+        return web.Response(status=404)
+    return web.FileResponse(path, headers={"Content-Type": "application/json"})
+
+
+def _subgraphs(state: ServerState) -> dict[str, tuple[dict, str]]:
+    """id -> (summary, file path) for packs' subgraphs/*.json blueprints (api.md §10.7)."""
+    found = {}
+    for name, pack_dir in _pack_dirs(state):
+        folder = os.path.join(pack_dir, "subgraphs")
+        for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            if file.endswith(".json"):
+                path = os.path.join(folder, file)
+                key = hashlib.sha256(("custom_node" + path).encode()).hexdigest()
+                found[key] = ({"source": "custom_node", "name": file[:-5],
+                               "info": {"node_pack": f"custom_nodes.{name}"}}, path)
+    return found
+
+
+async def get_global_subgraphs(request: web.Request) -> web.Response:
+    return _json({key: summary for key, (summary, _) in _subgraphs(request.app[STATE]).items()})
+
+
 async def get_global_subgraph(request: web.Request) -> web.Response:
-    return _error("not found", 404)
+    found = _subgraphs(request.app[STATE]).get(request.match_info["subgraph_id"])
+    if found is None:
+        return _error("not found", 404)
+    summary, path = found
+    with open(path, encoding="utf-8") as f:
+        return _json({**summary, "data": f.read()})
 
 
 async def get_extensions(request: web.Request) -> web.Response:
@@ -1460,10 +1554,11 @@ API_ROUTES: list[tuple[str, str, Callable]] = [
     ("GET", "/userdata/{file}", get_userdata_file),
     ("POST", "/userdata/{file}", post_userdata_file),
     ("DELETE", "/userdata/{file}", delete_userdata_file),
-    ("GET", "/i18n", get_empty_object),
-    ("GET", "/global_subgraphs", get_empty_object),
+    ("GET", "/i18n", get_i18n),
+    ("GET", "/global_subgraphs", get_global_subgraphs),
     ("GET", "/global_subgraphs/{subgraph_id}", get_global_subgraph),
-    ("GET", "/workflow_templates", get_empty_object),
+    ("GET", "/workflow_templates", get_workflow_templates),
+    ("GET", "/workflow_templates/{pack}/{file}", get_workflow_template_file),
     ("GET", "/node_replacements", get_empty_object),
 ]
 

@@ -135,3 +135,27 @@ def test_the_log_console_returns_recent_lines_and_streams_to_subscribers(server)
 
     message = asyncio.run(scenario())
     assert message["type"] == "logs" and message["data"]["entries"][0]["m"] == "streamed line\n"
+
+
+def test_pack_translations_templates_and_subgraphs_are_gathered(start_server, tmp_path):
+    import json
+
+    from engine.registry import PackResult
+
+    pack = tmp_path / "my_pack"
+    (pack / "locales" / "en").mkdir(parents=True)
+    (pack / "locales" / "en" / "main.json").write_text(json.dumps({"hello": "Hello"}))
+    (pack / "locales" / "en" / "nodeDefs.json").write_text(json.dumps({"MyNode": {"display_name": "Mine"}}))
+    (pack / "example_workflows").mkdir()
+    (pack / "example_workflows" / "demo.json").write_text('{"nodes": []}')
+    (pack / "subgraphs").mkdir()
+    (pack / "subgraphs" / "blur.json").write_text('{"definitions": {}}')
+    server = start_server(prepare=lambda registry: registry.packs.append(PackResult("my_pack", str(pack), True, 0.0)))
+    assert get(server, "/api/i18n").json() == {"en": {"hello": "Hello", "nodeDefs": {"MyNode": {"display_name": "Mine"}}}}
+    assert get(server, "/api/workflow_templates").json() == {"my_pack": ["demo"]}
+    assert get(server, "/api/workflow_templates/my_pack/demo.json").json() == {"nodes": []}
+    assert get(server, "/api/workflow_templates/my_pack/..%2F..%2Fsecret.json").status == 404
+    subgraphs = get(server, "/api/global_subgraphs").json()
+    (key, summary), = subgraphs.items()
+    assert summary == {"source": "custom_node", "name": "blur", "info": {"node_pack": "custom_nodes.my_pack"}}
+    assert get(server, f"/api/global_subgraphs/{key}").json()["data"] == '{"definitions": {}}'
