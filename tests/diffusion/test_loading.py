@@ -93,6 +93,7 @@ class Payload:
         return (os.system, ("echo pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickles_that_need_code_are_refused_with_a_clear_error(tmp_path):
     path = tmp_path / "evil.ckpt"
     with open(path, "wb") as f:
