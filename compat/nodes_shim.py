@@ -97,8 +97,17 @@ def install(registry) -> None:
     except ImportError:
         module = types.ModuleType("nodes")
         sys.modules["nodes"] = module
+    mappings = _ClassMappings(registry)
+
+    def node_class(name: str):
+        """`nodes.KSampler`, `from nodes import VAEDecode`: the class of a registered node."""
+        if name in registry.specs:
+            return mappings[name]
+        raise AttributeError(f"module 'nodes' has no attribute {name!r}")
+
+    module.__getattr__ = node_class
     module.MAX_RESOLUTION = MAX_RESOLUTION
-    module.NODE_CLASS_MAPPINGS = _ClassMappings(registry)
+    module.NODE_CLASS_MAPPINGS = mappings
     module.NODE_DISPLAY_NAME_MAPPINGS = _DisplayNames(registry)
     module.before_node_execution = before_node_execution
     module.interrupt_processing = interrupt_processing

@@ -139,3 +139,12 @@ def test_packs_can_call_core_nodes_through_node_class_mappings(shims):
     assert add().add(a=1, b=1) == (2,)          # ComfyUI method names reach the node function
     assert nodes.NODE_CLASS_MAPPINGS["TestShow"]().run(value=4) == {"ui": {"text": ["4"]}, "result": None,
                                                                      "expand": None}
+
+
+def test_core_node_classes_are_attributes_of_the_nodes_module(shims):
+    import nodes
+    from nodes import TestAdd
+
+    assert TestAdd is nodes.NODE_CLASS_MAPPINGS["TestAdd"]
+    with pytest.raises(ImportError):
+        from nodes import NoSuchNode  # noqa: F401
