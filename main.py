@@ -76,22 +76,23 @@ def read_workflow_file(path: str) -> tuple[dict, bool]:
         return json.load(f), False
 
 
-def load_api_prompt(path: str, registry, seed: int | None = None) -> dict:
-    """The API prompt of a file; editor workflows are converted with dynamic prompts and filename patterns."""
+def load_api_prompt(path: str, registry, seed: int | None = None) -> tuple[dict, dict | None]:
+    """(API prompt, editor workflow or None) of a file; editor workflows are converted with dynamic
+    prompts and filename patterns, and returned too so saved images embed them like the editor's."""
     from engine.workflow import apply_editor_rewrites, editor_to_api, is_editor_workflow
 
     data, _ = read_workflow_file(path)
     if not is_editor_workflow(data):
         if not isinstance(data, dict):
             raise WorkflowError(f"{path}: not a workflow (expected a JSON object)")
-        return data
+        return data, None
     info = registry.object_info()
     prompt = editor_to_api(data, info, warn=lambda text: print(f"warning: {text}", file=sys.stderr))
     if seed is None:
         seed = random.SystemRandom().randrange(2 ** 32)
         print(f"dynamic prompt seed: {seed} (repeat with --seed {seed})", file=sys.stderr)
     apply_editor_rewrites(prompt, data, info, random.Random(seed))
-    return prompt
+    return prompt, data
 
 
 def apply_sets(prompt: dict, sets: list[str]) -> None:
@@ -139,7 +140,7 @@ def cmd_validate(ns, config: RuntimeConfig) -> int:
 
     registry = _registry(config)
     try:
-        prompt = load_api_prompt(ns.workflow, registry, seed=0)
+        prompt, _ = load_api_prompt(ns.workflow, registry, seed=0)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -195,7 +196,7 @@ def cmd_run(ns, config: RuntimeConfig) -> int:
 
     registry = _registry(config)
     try:
-        prompt = load_api_prompt(ns.workflow, registry, seed=ns.seed)
+        prompt, workflow = load_api_prompt(ns.workflow, registry, seed=ns.seed)
         apply_sets(prompt, ns.set)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -209,7 +210,8 @@ def cmd_run(ns, config: RuntimeConfig) -> int:
     executor = Executor(registry, cache=make_cache(config.cache_policy), paths=registry.paths, config=config)
     interrupt = threading.Event()
     try:
-        run = executor.run("cli", prompt, extra_data={}, outputs=result.outputs, emit=TextProgress(prompt),
+        extra_data = {"extra_pnginfo": {"workflow": workflow}} if workflow is not None else {}
+        run = executor.run("cli", prompt, extra_data=extra_data, outputs=result.outputs, emit=TextProgress(prompt),
                            interrupt=interrupt)
     except KeyboardInterrupt:
         return 130

@@ -43,6 +43,21 @@ def test_run_converts_an_editor_workflow(cli, tmp_path, capsys):
     assert "2: 9" in capsys.readouterr().out
 
 
+def test_run_hands_an_editor_workflow_to_nodes_as_extra_pnginfo(cli, registry, tmp_path, capsys):
+    from typing import Annotated
+
+    from engine.schema import Hidden, NodeOutput, node
+
+    @node("TestPngInfo", category="test", outputs=[], output_node=True)
+    def pnginfo(info: Annotated[dict, Hidden("EXTRA_PNGINFO")]):
+        return NodeOutput(ui={"text": [sorted(info)]})
+
+    registry.add(pnginfo.spec, core=True)
+    workflow = {"nodes": [{"id": 1, "type": "TestPngInfo", "mode": 0, "inputs": [], "outputs": []}], "links": []}
+    assert cli("run", write(tmp_path, "ui.json", workflow), "--seed", "1") == 0
+    assert "1: ['workflow']" in capsys.readouterr().out
+
+
 def test_run_reads_the_prompt_chunk_of_a_png(cli, tmp_path, capsys):
     from PIL import Image, PngImagePlugin
 
