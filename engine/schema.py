@@ -6,6 +6,7 @@ Native nodes and ComfyUI V1 classes both become a `NodeSpec`; the rest of the en
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
@@ -245,6 +246,9 @@ def node(class_type: str, *, category: str, outputs: Sequence[Output] = (), disp
     """Declare a native node: inputs come from the function's `Annotated[T, <input>]` parameters."""
 
     def decorate(fn: Callable) -> Callable:
+        # String annotations (`from __future__ import annotations`) may name things imported in the
+        # defining scope (a function body), so evaluate them with that scope's locals too.
+        localns = dict(sys._getframe(1).f_locals)
         inputs: list[tuple[str, _Input]] = []
         wants_ctx = accepts_extra = False
         for pname, param in inspect.signature(fn).parameters.items():
@@ -254,7 +258,7 @@ def node(class_type: str, *, category: str, outputs: Sequence[Output] = (), disp
             if pname == "ctx":
                 wants_ctx = True
                 continue
-            inp = _input_of(fn, pname, param.annotation)
+            inp = _input_of(fn, pname, param.annotation, localns)
             if inp is None:
                 raise TypeError(f"{class_type}: parameter {pname!r} of {fn.__qualname__} needs an "
                                 f"Annotated[T, Int(...)|Float(...)|...|Socket(...)|Hidden(...)] annotation")
@@ -273,11 +277,11 @@ def node(class_type: str, *, category: str, outputs: Sequence[Output] = (), disp
     return decorate
 
 
-def _input_of(fn: Callable, pname: str, annotation: Any) -> _Input | None:
+def _input_of(fn: Callable, pname: str, annotation: Any, localns: dict) -> _Input | None:
     """Find the input descriptor in `Annotated[...]` (string annotations are evaluated first)."""
     if isinstance(annotation, str):
         try:
-            annotation = eval(annotation, getattr(fn, "__globals__", {}))  # noqa: S307 - own source
+            annotation = eval(annotation, getattr(fn, "__globals__", {}), localns)  # noqa: S307 - own source
         except Exception as exc:  # a clear message instead of a NameError deep in a module import
             raise TypeError(f"cannot evaluate the annotation of {pname!r} in {fn.__qualname__}: {exc}")
     if typing.get_origin(annotation) is typing.Annotated:
