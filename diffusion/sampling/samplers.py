@@ -763,6 +763,8 @@ def sample_exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
 @torch.no_grad()
 def _unipc(denoise: Denoiser, x: Tensor, sigmas: Tensor, on_step: StepCallback | None,
            variant: Literal["bh1", "bh2"]) -> Tensor:
+    if len(sigmas) <= 1:
+        return x
     sigmas = sigmas.clone()  # the spec's in-place 0 → 0.001 is applied to a private copy
     if sigmas[-1] == 0:
         sigmas[-1] = 1e-3
