@@ -84,8 +84,12 @@ def sub_dict(sd: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def build(factory: Callable[[], nn.Module], sd: StateDict, options: object = None, what: str = "model") -> nn.Module:
-    """Construct on the meta device and take the tensors as parameters (no copy); missing keys are an error."""
+def build(factory: Callable[[], nn.Module], sd: StateDict, options: object = None, what: str = "model",
+          weight_dtype: torch.dtype | None = None) -> nn.Module:
+    """Construct on the meta device and take the tensors as parameters (no copy); missing keys are an error.
+
+    Weights keep their stored dtype unless `--force-fp32` or a loader's `weight_dtype` says otherwise.
+    """
     with torch.device("meta"):
         model = factory()
     wanted = model.state_dict().keys()
@@ -96,6 +100,8 @@ def build(factory: Callable[[], nn.Module], sd: StateDict, options: object = Non
     for k in wanted:
         t = sd[k]
         storage = devices.storage_dtype_for(t.dtype, options)
+        if weight_dtype is not None and t.is_floating_point() and not getattr(options, "force_fp32", False):
+            storage = weight_dtype
         weights[k] = t if t.dtype == storage else t.to(storage)
     model.load_state_dict(weights, strict=True, assign=True)
     model.requires_grad_(False)
@@ -130,9 +136,10 @@ def _load_checkpoint(path: str | os.PathLike, options: object) -> tuple[ModelHan
     return model, _load_clip(sd, info.family, options), vae
 
 
-def model_handle_from(unet_sd: StateDict, info: detect.CheckpointInfo, options: object) -> ModelHandle:
+def model_handle_from(unet_sd: StateDict, info: detect.CheckpointInfo, options: object,
+                      weight_dtype: torch.dtype | None = None) -> ModelHandle:
     """A ModelHandle for detected UNet weights (keys without prefix)."""
-    unet = build(lambda: UNetModel(**info.unet_config), unet_sd, options, "UNet")
+    unet = build(lambda: UNetModel(**info.unet_config), unet_sd, options, "UNet", weight_dtype)
     device = devices.compute_device(options)
     dtype = devices.unet_dtype(device, _main_dtype(unet), options)
     return ModelHandle(unet, info.unet_config, info.family, info.prediction, for_family(info.family),
@@ -167,8 +174,13 @@ def _main_dtype(module: nn.Module) -> torch.dtype:
 # Standalone files
 
 
-def load_unet(path: str | os.PathLike, *, config: object = None) -> ModelHandle:
-    """A bare diffusion model file (`UNETLoader`): LDM keys with or without a prefix, or diffusers layout."""
+def load_unet(path: str | os.PathLike, *, config: object = None, weight_dtype: torch.dtype | None = None,
+              compute_dtype: torch.dtype | None = None) -> ModelHandle:
+    """A bare diffusion model file (`UNETLoader`): LDM keys with or without a prefix, or diffusers layout.
+
+    `weight_dtype` overrides the storage dtype (e.g. `torch.float8_e4m3fn`; ignored under `--force-fp32`),
+    `compute_dtype` the dtype the UNet computes in.
+    """
     options = config or devices.RuntimeOptions()
 
     def load() -> ModelHandle:
@@ -180,9 +192,12 @@ def load_unet(path: str | os.PathLike, *, config: object = None) -> ModelHandle:
         shapes = shapes_of(sd)
         prefix = "" if "input_blocks.0.0.weight" in shapes else detect.unet_prefix(shapes)
         info = detect.detect_checkpoint(shapes, get_tensor=sd.__getitem__, prefix=prefix)
-        return model_handle_from(sub_dict(sd, prefix), info, options)
+        return model_handle_from(sub_dict(sd, prefix), info, options, weight_dtype)
 
-    return _cached(path, options, "unet", load).clone()
+    model = _cached(path, options, f"unet:{weight_dtype}", load).clone()
+    if compute_dtype is not None and not getattr(options, "force_fp32", False):
+        model.compute_dtype = compute_dtype
+    return model
 
 
 def load_vae(path: str | os.PathLike, *, config: object = None, family: str | None = None) -> VAEHandle:

@@ -213,3 +213,17 @@ def test_legacy_non_zip_torch_files_still_load_weights_only(tmp_path):
     model, _, _ = loading.load_checkpoint(path, config=FP32)
     with model.active() as loaded:
         assert torch.equal(_outputs(loaded, "sd1"), _outputs(unet, "sd1"))
+
+
+def test_the_unet_loader_can_store_weights_in_fp8_and_compute_in_another_dtype(tmp_path):
+    unet = tiny_unet("sd1")
+    path = tmp_path / "unet.safetensors"
+    save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(path))
+    model = loading.load_unet(path, weight_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    assert {p.dtype for p in model.unet.parameters()} == {torch.float8_e4m3fn}
+    assert model.compute_dtype == torch.float32
+    with model.active() as loaded:
+        out = _outputs(loaded, "sd1")
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - _outputs(unet, "sd1")).abs().mean() < 0.2 * _outputs(unet, "sd1").abs().mean()
+    assert loading.load_unet(path).unet is not model.unet  # a different storage dtype is a different entry
