@@ -6,6 +6,7 @@ from typing import Iterable
 
 from engine.errors import PathEscape
 
+INSTALL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
 ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
 
@@ -73,7 +74,7 @@ class Paths:
     @classmethod
     def from_config(cls, config) -> "Paths":
         """Build the folders from a RuntimeConfig, including extra_model_paths.yaml files."""
-        base = config.base_directory or os.getcwd()
+        base = config.base_directory or INSTALL_DIR
         temp = os.path.join(config.temp_directory, "temp") if config.temp_directory else None
         paths = cls(base, input_dir=config.input_directory, output_dir=config.output_directory,
                     temp_dir=temp, user_dir=config.user_directory)
