@@ -49,6 +49,11 @@ class RunContext:
     def warn(self, text: str) -> None:
         self._warn(self.node_id, text)
 
+    def begin_call(self, index: int) -> None:
+        """A new call of the node function under list mapping (§5): GraphBuilder indices restart."""
+        self.call_index = index
+        self._graph_index = 0
+
     def next_graph_index(self) -> int:
         """Index of the next GraphBuilder made during this call (ephemeral id prefixes)."""
         i = self._graph_index

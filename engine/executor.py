@@ -762,7 +762,7 @@ def _map_calls(fn: Callable, data: dict, input_is_list: bool, ctx) -> list:
             continue
         if ctx is not None:
             ctx.check_interrupt()
-            ctx.call_index = i
+            ctx.begin_call(i)
         results.append(fn(**args))
     return results
 

@@ -263,3 +263,26 @@ def test_v1_dict_returns_carry_ui_and_result(v1, registry):
               "3": {"class_type": "TestShow", "inputs": {"value": ["2", 0]}}}
     result = v1.run(prompt)
     assert result.outputs == {"2": {"text": ["2:3"]}, "3": {"text": ["8"]}}
+
+
+def test_expansion_under_list_mapping_prefixes_ids_with_the_call_index(v1, registry):
+    class Doubler:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+        CATEGORY = "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"value": ("INT",)}}
+
+        def run(self, value):
+            g = GraphBuilder()
+            return {"result": (g.node("TestAdd", a=value, b=value).out(0),), "expand": g.finalize()}
+
+    registry.add(spec_from_class("Doubler", Doubler))
+    prompt = {"1": {"class_type": "TestRange", "inputs": {"count": 3}},
+              "2": {"class_type": "Doubler", "inputs": {"value": ["1", 0]}},
+              "3": {"class_type": "TestShow", "inputs": {"value": ["2", 0]}}}
+    result = v1.run(prompt)
+    assert result.outputs["3"] == {"text": ["0", "2", "4"]}
+    assert sorted(n for n in v1.executing() if n.startswith("2.")) == ["2.0.0.1", "2.1.0.1", "2.2.0.1"]
