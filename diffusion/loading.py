@@ -9,7 +9,7 @@ import os
 import pickle
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -74,9 +74,15 @@ def unwrap(obj: Any) -> StateDict:
     return obj
 
 
-def shapes_of(sd: StateDict) -> dict[str, tuple[int, ...]]:
-    """`key -> shape` of the tensors of a state dict (other values are skipped)."""
-    return {k: tuple(v.shape) for k, v in sd.items() if isinstance(v, Tensor)}
+def shapes_of(sd: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """`key -> shape` of the tensors of a state dict; nested dicts (A1111 embeddings) give dotted keys."""
+    out: dict[str, tuple[int, ...]] = {}
+    for k, v in sd.items():
+        if isinstance(v, Tensor):
+            out[prefix + str(k)] = tuple(v.shape)
+        elif isinstance(v, Mapping):
+            out.update(shapes_of(v, f"{prefix}{k}."))
+    return out
 
 
 def sub_dict(sd: StateDict, prefix: str) -> StateDict:

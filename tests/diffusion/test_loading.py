@@ -227,3 +227,10 @@ def test_the_unet_loader_can_store_weights_in_fp8_and_compute_in_another_dtype(t
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out - _outputs(unet, "sd1")).abs().mean() < 0.2 * _outputs(unet, "sd1").abs().mean()
     assert loading.load_unet(path).unet is not model.unet  # a different storage dtype is a different entry
+
+
+def test_file_kinds_are_told_apart_for_files_on_disk_including_nested_a1111_embeddings(tmp_path):
+    embedding = tmp_path / "style.pt"
+    torch.save({"string_to_token": {"*": torch.tensor(265)}, "string_to_param": {"*": torch.zeros(2, 768)},
+                "name": "style", "step": 100}, embedding)
+    assert detect.file_kind(loading.shapes_of(loading.read_state_dict(embedding))) == "embedding"
