@@ -56,7 +56,6 @@ class ServerBridge:
         self.client_id: str | None = None
         self.last_node_id: str | None = None
         self.last_prompt_id: str | None = None
-        self.supports = ["custom_nodes_from_web"]
 
     # -- pack loading (called by the registry) ---------------------------------------------------
     def begin_pack(self) -> None:

@@ -294,6 +294,3 @@ def estimate_size(value: Any, _depth: int = 0) -> int:
     return sys.getsizeof(value) if isinstance(value, (str, bytes)) else 64
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-

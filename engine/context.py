@@ -38,9 +38,6 @@ class RunContext:
             self._interrupt.clear()
             raise Interrupted("Processing interrupted")
 
-    def interrupted(self) -> bool:
-        return self._interrupt.is_set()
-
     def progress(self, value: float, total: float, preview: tuple | None = None) -> None:
         """Report progress (optionally with a ("JPEG"|"PNG", image, max_size) preview)."""
         self.check_interrupt()

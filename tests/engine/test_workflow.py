@@ -167,3 +167,12 @@ def test_the_default_sd15_workflow_converts_to_exactly_the_editors_api_prompt():
 
     prompt = editor_to_api(load("default_sd15_workflow.json"), load("object_info_sd15.json"))
     assert prompt == load("default_sd15_api.json")
+
+
+def test_server_side_date_patterns_expand_only_date_groups():
+    import datetime
+
+    from engine.workflow import expand_date_patterns
+
+    now = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    assert expand_date_patterns("out/%date:yyMMdd-h_m_s%_%width%", now) == "out/260102-3_4_5_%width%"
