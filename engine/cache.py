@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -292,5 +291,3 @@ def estimate_size(value: Any, _depth: int = 0) -> int:
     if isinstance(value, (list, tuple)):
         return sum(estimate_size(v, _depth + 1) for v in value)
     return sys.getsizeof(value) if isinstance(value, (str, bytes)) else 64
-
-
