@@ -156,7 +156,13 @@ class Paths:
         mtimes: dict[str, float] = {directory: _mtime(directory)}
         found: list[str] = []
         if os.path.isdir(directory):
+            seen_real: set[str] = set()   # symlinked folders are followed, but a link loop only once
             for root, subdirs, files in os.walk(directory, followlinks=True):
+                real = os.path.realpath(root)
+                if real in seen_real:
+                    subdirs[:] = []
+                    continue
+                seen_real.add(real)
                 subdirs[:] = sorted(s for s in subdirs if s != ".git")
                 for s in subdirs:
                     mtimes[os.path.join(root, s)] = _mtime(os.path.join(root, s))

@@ -175,3 +175,15 @@ class _Tracking(dict):
     def __delitem__(self, key):
         super().__delitem__(key)
         self.on_delete()
+
+
+def test_symlinked_model_folders_are_followed_and_link_loops_end(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "big.safetensors").write_bytes(b"")
+    loras = tmp_path / "models" / "loras"
+    loras.mkdir(parents=True)
+    os.symlink(store, loras / "shared")
+    os.symlink(loras, store / "back")          # a loop: store/back -> loras -> shared -> store
+    names = Paths(str(tmp_path)).list_files("loras")
+    assert "shared/big.safetensors" in names and len(names) < 10
