@@ -12,6 +12,10 @@ import importlib, json, pkgutil, sys, tempfile
 import engine
 mods = sorted(m.name for m in pkgutil.iter_modules(engine.__path__, "engine."))
 for m in mods:
+    if m != "engine.server":
+        importlib.import_module(m)
+aiohttp_without_server = "aiohttp" in sys.modules
+for m in mods:
     importlib.import_module(m)
 nodes_after_import = "nodes" in sys.modules
 from engine.paths import Paths
@@ -20,11 +24,11 @@ from engine.executor import Executor
 reg = build_registry(Paths(tempfile.mkdtemp()), builtins=False, custom_node_dirs=["custom_nodes"])
 res = Executor(reg).run("p", {"1": {"class_type": "KilnExampleRepeatText", "inputs": {"text": "a", "times": 2}}})
 print(json.dumps({"mods": mods, "torch": "torch" in sys.modules, "status": res.status,
-                  "nodes": nodes_after_import}))
+                  "nodes": nodes_after_import, "aiohttp": aiohttp_without_server}))
 '''
 
 
-def test_importing_every_engine_module_and_running_a_pack_never_imports_torch():
+def test_importing_every_engine_module_and_running_a_pack_never_imports_torch_or_aiohttp():
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     import json
@@ -33,6 +37,7 @@ def test_importing_every_engine_module_and_running_a_pack_never_imports_torch():
     assert "engine.executor" in report["mods"] and "engine.validate" in report["mods"]
     assert report["status"] == "success"
     assert report["torch"] is False
+    assert report["aiohttp"] is False   # only engine/server.py may import aiohttp
     assert report["nodes"] is False   # engine modules never import Kiln's node library
 
 
