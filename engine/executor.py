@@ -130,6 +130,7 @@ class _Run:
         self.output_flags: dict[str, bool] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.out_of_memory = False
+        self.current: str | None = None
         self.allowed: dict[str, frozenset] = {}
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -210,6 +211,7 @@ class _Run:
                         raise DependencyCycleError("Dependency cycle detected")
                     self._wait_for_tasks(waiting)
                     continue
+                self.current = nid
                 if self.run_node(nid):
                     self.complete(nid)
                     self.cache.after_node()
@@ -224,6 +226,8 @@ class _Run:
                     "exception_message": "Dependency cycle detected", "exception_type": "graph.DependencyCycleError",
                     "traceback": [], "current_inputs": [], "current_outputs": list(self.prompt), "timestamp": _now()}
             return self._finish_error("execution_error", data, "error")
+        except Exception as exc:   # merging/storing a malformed result: still that node's error
+            return self._fail(_Failure(self.current or "", exc, {}))
         msg = {"prompt_id": self.prompt_id, "timestamp": _now()}
         self.result.messages.append(["execution_success", msg])
         self.emit("execution_success", dict(msg))

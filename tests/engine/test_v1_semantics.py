@@ -286,3 +286,24 @@ def test_expansion_under_list_mapping_prefixes_ids_with_the_call_index(v1, regis
     result = v1.run(prompt)
     assert result.outputs["3"] == {"text": ["0", "2", "4"]}
     assert sorted(n for n in v1.executing() if n.startswith("2.")) == ["2.0.0.1", "2.1.0.1", "2.2.0.1"]
+
+
+def test_a_malformed_list_output_is_that_nodes_error_not_an_executor_crash(v1, registry):
+    class BadList:
+        RETURN_TYPES = ("INT",)
+        OUTPUT_IS_LIST = (True,)
+        FUNCTION = "run"
+        CATEGORY = "test"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+        def run(self):
+            return (5,)   # a list output must be a list
+
+    registry.add(spec_from_class("BadList", BadList))
+    result = v1.run({"1": {"class_type": "BadList", "inputs": {}},
+                     "2": {"class_type": "TestShow", "inputs": {"value": ["1", 0]}}})
+    assert result.status == "error" and result.error["node_id"] == "1"
+    assert result.error["exception_type"] == "TypeError"
