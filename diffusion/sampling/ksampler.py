@@ -33,8 +33,9 @@ class SamplerChoice:
 
 
 def model_sampling_for(model: Any) -> ModelSampling:
-    """The schedule + prediction type of a ModelHandle (options may force zsnr)."""
-    return ModelSampling.for_prediction(model.prediction, zsnr=bool(model.options.get("zsnr", False)))
+    """The schedule + prediction type of a ModelHandle (`options["sampling"]` may set zsnr)."""
+    settings = model.options.get("sampling") or {}
+    return ModelSampling.for_prediction(model.prediction, zsnr=bool(settings.get("zsnr", False)))
 
 
 def _controls(conds: list) -> list:

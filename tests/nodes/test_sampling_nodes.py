@@ -17,9 +17,17 @@ MICRO = {**configs.TINY_SD1, "channel_mult": [1], "num_res_blocks": [1], "transf
          "transformer_depth_output": [1, 1]}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions are faster single-threaded on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(1)
     unet = UNetModel(**MICRO)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
