@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from hypothesis import HealthCheck, given, settings, strategies as st
+
 from engine.schema import Combo, Int, Output, node
 from engine.validate import types_compatible, validate_prompt
 
@@ -208,3 +210,29 @@ def test_one_valid_output_still_queues_the_prompt_with_the_others_reported(regis
                                    "3": show("99")})
     assert r.ok and r.outputs == ["2"]
     assert r.node_errors["3"]["dependent_outputs"] == ["3"]
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                   max_size=3), max_leaves=8)
+_ids = st.sampled_from(["1", "2", "3", "99"])
+_value = _json | st.tuples(_ids, st.integers(-1, 3)).map(list)
+_node = st.fixed_dictionaries({"class_type": st.sampled_from(["TestConst", "TestAdd", "TestShow", "TestWidgets",
+                                                              "TestLazySwitch", "TestSum"])},
+                              optional={"inputs": st.dictionaries(st.sampled_from(["value", "a", "b", "mode", "ratio",
+                                                                                   "flag", "text", "use_a", "values",
+                                                                                   "extra"]), _value, max_size=5)})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(_ids, _node, min_size=1, max_size=4))
+def test_any_malformed_prompt_gets_error_objects_and_never_a_traceback(registry, prompt):
+    """(The registry fixture is read-only here, so sharing it across examples is fine.)"""
+    import json
+
+    result = validate_prompt(registry, prompt)
+    json.dumps(result.body(), default=str)
+    for entry in result.node_errors.values():
+        for err in entry["errors"]:
+            assert set(err) == {"type", "message", "details", "extra_info"}
+    assert result.ok or result.error["type"] in ("prompt_outputs_failed_validation", "prompt_no_outputs")
