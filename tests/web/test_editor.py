@@ -214,11 +214,18 @@ def test_renaming_a_node_by_double_clicking_its_title(editor):
 
 
 def test_load_image_uploads_a_file_and_previews_it(editor):
-    li = editor.add_by_search("load image", (300, 820))
+    choosers = []
+    # Subscribe before anything else: enabling file-chooser interception is asynchronous.
+    editor.page.on("filechooser", lambda chooser: choosers.append(chooser))
+    li = editor.add_by_search("load image", (1150, 560))
     r = editor.widget_rect(li, "upload")
-    with editor.page.expect_file_chooser() as fc:
-        editor.page.mouse.click(r["x"] + r["width"] / 2, r["y"] + r["height"] / 2)
-    fc.value.set_files(str(FIXTURES / "workflow.png"))
+    editor.page.mouse.click(r["x"] + r["width"] / 2, r["y"] + r["height"] / 2)
+    for _ in range(50):
+        if choosers:
+            break
+        editor.page.wait_for_timeout(100)
+    assert len(choosers) == 1, "clicking the upload widget opens the file chooser"
+    choosers[0].set_files(str(FIXTURES / "workflow.png"))
     editor.page.wait_for_function("(id) => app.graph.nodes.get(id).widget('image').value === 'workflow.png'", arg=li)
     assert "workflow.png" in editor.server.uploads
     editor.page.wait_for_function("(id) => app.view.runtime.get(String(id))?.images?.[0]?.complete", arg=li)
@@ -381,3 +388,31 @@ def test_dragging_a_group_title_moves_the_nodes_inside_it(editor):
     assert after[0] == [before[0][0] + 100, before[0][1] + 50], "the checkpoint loader inside moved along"
     assert after[1] == before[1], "the KSampler outside stayed"
     assert editor.js("() => app.graph.groups[0].bounding") == [100, 470, 380, 200]
+
+
+def test_a_reroute_point_can_be_inserted_from_a_link_midpoint(editor):
+    x, y = editor.js("() => app.view.linkMidClientPos(9)")  # VAEDecode → SaveImage
+    editor.page.mouse.click(x, y)
+    editor.page.get_by_role("menuitem", name="Add Reroute").click()
+    (rr,) = editor.nodes_of("Reroute")
+    assert editor.js("(id) => app.graph.nodes.get(id).outputs[0].type", rr) == "IMAGE"
+    prompt = editor.js("() => app.buildPrompt()")
+    assert prompt["9"]["inputs"]["images"] == ["8", 0], "the reroute is invisible to the server"
+    editor.page.keyboard.press("Control+z")
+    assert editor.nodes_of("Reroute") == []
+
+
+def test_a_two_finger_pinch_zooms_around_the_fingers(editor):
+    editor.js("() => { app.view.ds = {scale: 1, offset: [0, 0]}; }")
+    anchor = editor.js("() => app.view.toGraph(700, 600)")
+    editor.js("""() => {
+        const c = document.getElementById('graph-canvas');
+        const ev = (type, id, x) => c.dispatchEvent(new PointerEvent(type, {pointerId: id, pointerType: 'touch', clientX: x,
+            clientY: 600, bubbles: true, isPrimary: id === 1}));
+        ev('pointerdown', 1, 650); ev('pointerdown', 2, 750);
+        ev('pointermove', 1, 600); ev('pointermove', 2, 800);
+        ev('pointerup', 1, 600); ev('pointerup', 2, 800);
+    }""")
+    assert editor.js("() => app.view.ds.scale") == 2
+    after = editor.js("() => app.view.toGraph(700, 600)")
+    assert [round(v, 6) for v in after] == [round(v, 6) for v in anchor], "the point between the fingers stays put"

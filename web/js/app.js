@@ -42,6 +42,8 @@ export class App {
     /** @type {{url: string, node: string}[]} */
     this.gallery = [];
     this.autosaveTimer = 0;
+    /** @type {GraphNode|null} the node the image upload chooser is open for */
+    this.uploadTarget = null;
     const canvas = /** @type {HTMLCanvasElement} */ (document.getElementById("graph-canvas"));
     this.view = new CanvasView(canvas, this.graph, {
       commit: () => this.commit(),
@@ -497,14 +499,10 @@ export class App {
 
   // ---- LoadImage ---------------------------------------------------------------------------
 
-  /** @param {GraphNode} node */
+  /** Let the user pick an image file for a LoadImage-style node. @param {GraphNode} node */
   chooseUpload(node) {
-    const input = Object.assign(document.createElement("input"), { type: "file", accept: "image/*" });
-    input.addEventListener("change", () => {
-      const file = input.files?.[0];
-      if (file) this.uploadTo(node, file);
-    });
-    input.click();
+    this.uploadTarget = node;
+    /** @type {HTMLInputElement} */ (document.getElementById("upload-input")).click();
   }
 
   /** Upload a file and select it in the node's image widget. @param {GraphNode} node @param {File} file */
@@ -697,6 +695,12 @@ export class App {
     });
     on("clear-button", () => { this.graph.clear(); this.view.runtime.clear(); this.graph.changed(); this.commit(); });
     on("panel-button", () => document.body.classList.toggle("panel-open"));
+    document.getElementById("upload-input")?.addEventListener("change", (e) => {
+      const input = /** @type {HTMLInputElement} */ (e.target);
+      const file = input.files?.[0];
+      if (file && this.uploadTarget) this.uploadTo(this.uploadTarget, file);
+      input.value = "";
+    });
     document.getElementById("file-input")?.addEventListener("change", (e) => {
       const input = /** @type {HTMLInputElement} */ (e.target);
       const file = input.files?.[0];

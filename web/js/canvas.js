@@ -67,6 +67,7 @@ export class CanvasView {
     /** @type {{el: HTMLElement, finish: (ok: boolean) => void} | null} the open inline field */
     this.editor = null;
     /** @type {HTMLElement|null} */ this.tooltipEl = null;
+    /** @type {Map<number, number[]>} active touch points by pointer id */ this.touches = new Map();
     this.tooltipTimer = 0;
     /** durations (ms) of recent draws, for the frame-time measurement */
     /** @type {number[]} */ this.drawTimes = [];
@@ -238,6 +239,46 @@ export class CanvasView {
     return null;
   }
 
+  /** The link whose midpoint marker is under `p`. @param {number[]} p */
+  linkAt(p) {
+    for (const l of this.graph.links.values()) {
+      const o = this.graph.nodes.get(l.origin_id), t = this.graph.nodes.get(l.target_id);
+      if (!o || !t) continue;
+      const m = bezierMid(this.outputPos(o, l.origin_slot), this.inputPos(t, l.target_slot));
+      if (Math.hypot(m[0] - p[0], m[1] - p[1]) < 8) return l;
+    }
+    return null;
+  }
+
+  /** Client position of a link's midpoint marker. @param {number} linkId */
+  linkMidClientPos(linkId) {
+    const l = /** @type {import("./graph.js").Link} */ (this.graph.links.get(linkId));
+    const o = /** @type {GraphNode} */ (this.graph.nodes.get(l.origin_id)), t = /** @type {GraphNode} */ (this.graph.nodes.get(l.target_id));
+    const m = bezierMid(this.outputPos(o, l.origin_slot), this.inputPos(t, l.target_slot));
+    return this.toClient(m[0], m[1]);
+  }
+
+  /**
+   * Menu of a link's midpoint: insert a reroute point there, or delete the link.
+   * @param {import("./graph.js").Link} link @param {number[]} p @param {number[]} client
+   */
+  linkMenu(link, p, client) {
+    this.hooks.menu([
+      { label: "Add Reroute", action: () => this.insertReroute(link, p) },
+      { label: "Delete Link", action: () => { this.graph.removeLink(link.id); this.hooks.commit(); } },
+    ], client);
+  }
+
+  /** Split a link with a reroute node at `p`. @param {import("./graph.js").Link} link @param {number[]} p */
+  insertReroute(link, p) {
+    const { origin_id, origin_slot, target_id, target_slot } = link;
+    const r = this.graph.addNode("Reroute", [p[0] - 37, p[1] - 13]);
+    this.graph.removeLink(link.id);
+    this.graph.connect(origin_id, origin_slot, r.id, 0);
+    this.graph.connect(r.id, 0, target_id, target_slot);
+    this.hooks.commit();
+  }
+
   /** @param {number[]} p */
   groupAt(p) {
     for (let i = this.graph.groups.length - 1; i >= 0; i--) {
@@ -273,8 +314,33 @@ export class CanvasView {
     }, { passive: false });
   }
 
+  /**
+   * Two-finger touch: pinch zooms around the fingers' midpoint and moving both pans.
+   * Returns true while a pinch owns the event.
+   * @param {PointerEvent} e @param {"down"|"move"|"up"} phase
+   */
+  trackTouch(e, phase) {
+    if (e.pointerType !== "touch") return false;
+    if (phase === "up") {
+      this.touches.delete(e.pointerId);
+      if (this.drag?.kind === "pinch") this.drag = null;
+      return false;
+    }
+    if (phase === "down" || this.touches.has(e.pointerId)) this.touches.set(e.pointerId, [e.clientX, e.clientY]);
+    if (this.touches.size !== 2) return false;
+    const [a, b] = [...this.touches.values()];
+    const dist = Math.hypot(a[0] - b[0], a[1] - b[1]), mid = [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
+    if (this.drag?.kind === "pinch") {
+      this.pan([mid[0] - this.drag.mid[0], mid[1] - this.drag.mid[1]]);
+      this.zoomAt(dist / this.drag.dist, mid[0], mid[1]);
+    }
+    this.drag = { kind: "pinch", dist, mid, moved: true };
+    return true;
+  }
+
   /** @param {PointerEvent} e */
   onPointerDown(e) {
+    if (this.trackTouch(e, "down")) return;
     this.closeEditor();
     this.showTooltip("");
     const p = this.toGraph(e.clientX, e.clientY);
@@ -334,6 +400,11 @@ export class CanvasView {
       this.dirty();
       return;
     }
+    const link = this.linkAt(p);
+    if (link) {
+      this.linkMenu(link, p, [e.clientX, e.clientY]);
+      return;
+    }
     const corner = this.groupCornerAt(p);
     if (corner) {
       this.drag = { ...start, kind: "group-resize", group: corner, bounding: [...corner.bounding] };
@@ -357,6 +428,7 @@ export class CanvasView {
 
   /** @param {PointerEvent} e */
   onPointerMove(e) {
+    if (this.trackTouch(e, "move")) return;
     const p = this.toGraph(e.clientX, e.clientY);
     this.mouse = p;
     const d = this.drag;
@@ -444,8 +516,9 @@ export class CanvasView {
 
   /** @param {PointerEvent} e */
   onPointerUp(e) {
+    this.trackTouch(e, "up");
     const d = this.drag;
-    if (!d) return;
+    if (!d || d.kind === "pinch") return;
     this.drag = null;
     const p = this.toGraph(e.clientX, e.clientY);
     switch (d.kind) {
@@ -775,6 +848,13 @@ export class CanvasView {
       ctx.strokeStyle = typeColor(l.type);
       ctx.globalAlpha = o.mode === MODE_MUTED || t.mode === MODE_MUTED ? 0.3 : 0.9;
       bezier(ctx, a, b);
+      if (this.ds.scale >= 0.45) {
+        const m = bezierMid(a, b);
+        ctx.fillStyle = ctx.strokeStyle;
+        ctx.beginPath();
+        ctx.arc(m[0], m[1], 4, 0, Math.PI * 2);
+        ctx.fill();
+      }
     }
     ctx.globalAlpha = 1;
   }
@@ -933,6 +1013,13 @@ function clampNumber(w, v) {
   if (w.kind === "INT") return Math.round(v);
   const round = o.round ?? (o.step ?? 0.01);
   return Number((Math.round(v / round) * round).toFixed(6));
+}
+
+/** The point halfway along the link curve from `a` to `b`. @param {number[]} a @param {number[]} b */
+export function bezierMid(a, b) {
+  const dist = Math.max(40, Math.abs(b[0] - a[0]) * 0.5);
+  // Cubic Bézier at t = 0.5: (P0 + 3 P1 + 3 P2 + P3) / 8.
+  return [(a[0] + 3 * (a[0] + dist) + 3 * (b[0] - dist) + b[0]) / 8, (a[1] + 3 * a[1] + 3 * b[1] + b[1]) / 8];
 }
 
 /** @param {CanvasRenderingContext2D} ctx @param {number[]} a @param {number[]} b */
