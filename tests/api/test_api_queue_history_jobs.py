@@ -173,3 +173,14 @@ def test_cancelling_jobs_removes_pending_ones_and_interrupts_the_running_one(ser
     assert post(server, "/api/jobs/ghost/cancel").status == 404
     assert post(server, "/api/jobs/cancel", {"job_ids": "x"}).status == 400
     wait_idle(server)
+
+
+def test_free_drops_caches_and_unloads_models_through_the_executor(server):
+    from engine.server import STATE
+
+    unloaded = []
+    server.app[STATE].executor.unload_hooks.append(lambda: unloaded.append(True))
+    assert post(server, "/free", {"unload_models": True, "free_memory": True}).status == 200
+    wait_for(lambda: unloaded)
+    assert post(server, "/free", data=b"{oops", headers={"Content-Type": "application/json"}).json() == {
+        "error": "Request body is not valid JSON"}

@@ -140,3 +140,21 @@ def test_oversized_websocket_message_closes_the_socket(server):
 
     assert asyncio.run(scenario()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
     wait_idle(server)
+
+
+def test_a_reconnecting_client_is_told_which_node_of_its_prompt_is_running(server):
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.post(server.url + "/prompt", json={"prompt": chain(1, seconds=1.0, steps=10),
+                                                                   "client_id": "back"}) as r:
+                assert r.status == 200
+            await asyncio.sleep(0.4)
+            async with session.ws_connect(server.url + "/ws?clientId=back") as ws:
+                first = json.loads((await ws.receive()).data)
+                second = json.loads((await ws.receive()).data)
+                return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first["data"]["sid"] == "back" and first["data"]["status"]["exec_info"]["queue_remaining"] == 1
+    assert second == {"type": "executing", "data": {"node": "3"}}
+    wait_idle(server)
