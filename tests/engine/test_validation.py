@@ -236,3 +236,15 @@ def test_any_malformed_prompt_gets_error_objects_and_never_a_traceback(registry,
         for err in entry["errors"]:
             assert set(err) == {"type", "message", "details", "extra_info"}
     assert result.ok or result.error["type"] in ("prompt_outputs_failed_validation", "prompt_no_outputs")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(_ids, _node, min_size=1, max_size=4))
+def test_whatever_passes_validation_runs_to_a_result_without_crashing_the_executor(registry, prompt):
+    """Validated prompts end in success or a node's error event; the executor itself never raises."""
+    from engine.executor import Executor
+
+    result = validate_prompt(registry, prompt)
+    if result.ok:
+        run = Executor(registry).run("p", prompt, outputs=result.outputs)
+        assert run.status in ("success", "error")
