@@ -41,7 +41,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as err:
         if "mmap" not in str(err):
-            raise _refusal(path, err) from err
+            raise
         obj = _torch_load(path)  # legacy (non-zip) pickles cannot be mmap'd
     except pickle.UnpicklingError as err:
         raise _refusal(path, err) from err
