@@ -152,6 +152,9 @@ class Registry:
                     runpy.run_path(script, run_name="__prestartup__")
                 except Exception:
                     log.error("prestartup script of %s failed:\n%s", full, traceback.format_exc())
+        if candidates:
+            log.info("Loading %d custom node pack(s). Packs are trusted code running with your permissions; "
+                     "install only packs you trust.", len(candidates))
         results = [self._load_pack(name, full) for name, full in candidates]
         self.packs.extend(results)
         for r in results:
