@@ -58,6 +58,11 @@ class RunContext:
         return i
 
 
+def static_context(node_id: str, paths: Any, config: Any) -> RunContext:
+    """A context for VALIDATE_INPUTS / IS_CHANGED functions that take `ctx`: files, config, no progress."""
+    return RunContext(node_id, "", paths, config, threading.Event(), lambda *_: None, lambda *_: None)
+
+
 def current() -> RunContext | None:
     """The context of the node running on this thread, or None outside node execution."""
     return _current.get()

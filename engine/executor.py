@@ -249,6 +249,8 @@ class _Run:
                     hidden = {"UNIQUE_ID": nid, "PROMPT": {}, "EXTRA_PNGINFO": None}
                     if info.type in hidden:
                         data[info.name] = [hidden[info.type]]
+            if "ctx" in _parameter_names(spec.is_changed):  # native nodes hashing files via ctx.paths
+                data["ctx"] = [ctxmod.static_context(nid, self.ex.paths, self.ex.config)]
             try:
                 values = _map_calls(lambda **kw: _call(spec.is_changed, kw), data, spec.input_is_list, None)
                 out[nid] = canonical([None if isinstance(v, ExecutionBlocker) else v for v in values])
@@ -720,6 +722,13 @@ class _LinkValue:
 
     def __init__(self, values: list):
         self.values = values
+
+
+def _parameter_names(fn: Callable) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _call(fn: Callable, kwargs: dict) -> Any:

@@ -7,6 +7,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engine import context as ctxmod
 from engine.graph import ExecutionBlocker, find_cycles, is_link
 from engine.registry import InputInfo, Registry, input_table
 
@@ -247,12 +248,14 @@ class _Validator:
                 kwargs.setdefault(k, None if is_link(v) else v)
         if "input_types" in vi_names:
             kwargs["input_types"] = dict(linked_types)
+        if "ctx" in vi_names:  # native nodes that check files through the node context
+            kwargs["ctx"] = ctxmod.static_context(nid, self.registry.paths, self.registry.config)
         result = call_maybe_async(vi, kwargs)
         if result is True or isinstance(result, ExecutionBlocker):
             return []
         return [_err("custom_validation_failed", "Custom validation failed for node",
                      name if result is False else f"{name} - {result}", {"input_name": name})
-                for name in kwargs]
+                for name in kwargs if name != "ctx"]
 
 
 def validate_prompt(registry: Registry, prompt: Any, partial_targets: list[str] | None = None) -> ValidationResult:
