@@ -279,16 +279,38 @@ class Worker:
         state.registry.bridge.last_prompt_id = item.prompt_id
         self._post_status()
 
+        # A client with `supports_preview_metadata` gets a step's progress_state and preview frame
+        # before its `progress` message (api.md §11.6); the executor emits progress first.
+        held: list[dict] = []
+        state_passed = [False]
+
+        def send(event: str, data: dict) -> None:
+            ok, sid = route_event(event, data, client_id)
+            if ok:
+                self.post(state.hub.send_json, event, data, sid)
+
+        def release() -> None:
+            while held:
+                send("progress", held.pop(0))
+
         def emit(event: str, data: dict) -> None:
             if event == "preview":
                 self._emit_preview(data, client_id)
+                release()
+                return
+            if event == "progress_state" and held and not state_passed[0]:
+                state_passed[0] = True
+                send(event, data)
+                return
+            release()
+            if event == "progress" and self._wants_metadata(client_id):
+                held.append(data)
+                state_passed[0] = False
                 return
             if event == "executing":
                 self.current_node = data.get("display_node", data.get("node"))
                 state.registry.bridge.last_node_id = self.current_node
-            send, sid = route_event(event, data, client_id)
-            if send:
-                self.post(state.hub.send_json, event, data, sid)
+            send(event, data)
 
         try:
             result = state.executor.run(item.prompt_id, item.prompt,
@@ -308,6 +330,7 @@ class Worker:
             entry = {"prompt": item.wire(), "outputs": {}, "meta": {},
                      "status": {"status_str": "error", "completed": False,
                                 "messages": [["execution_error", error]]}}
+        release()
         state.store.complete(item.prompt_id, entry)
         with self.lock:
             self.running = None
@@ -315,6 +338,10 @@ class Worker:
         self._post_status()
         if client_id:
             self.post(state.hub.send_json, "executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
+
+    def _wants_metadata(self, client_id: str | None) -> bool:
+        client = self.state.hub.clients.get(client_id) if client_id else None
+        return bool(client is not None and client.flags.get("supports_preview_metadata"))
 
     def _post_status(self) -> None:
         """Broadcast the queue size as of now (taken on this thread, so the count is not stale)."""
@@ -1351,10 +1378,15 @@ def _pack_web_dirs(state: ServerState) -> dict[str, str]:
 
 
 async def get_templates_index(request: web.Request) -> web.Response:
-    """Stems of the shipped editor workflows (contracts.md §4); [] when none are shipped."""
+    """The shipped editor workflows in the official templates-index shape (contracts.md §4); [] when none."""
     root = request.app[STATE].workflows_dir
     names = sorted(os.listdir(root)) if os.path.isdir(root) else []
-    return _json([n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")])
+    stems = [n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")]
+    if not stems:
+        return _json([])
+    templates = [{"name": stem, "title": stem.replace("_", " ").capitalize(), "description": "",
+                  "mediaType": "image", "mediaSubtype": "webp"} for stem in stems]
+    return _json([{"moduleName": "default", "title": "Kiln", "type": "image", "templates": templates}])
 
 
 async def get_template(request: web.Request) -> web.StreamResponse:

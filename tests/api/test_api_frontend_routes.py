@@ -21,7 +21,7 @@ def test_the_frontend_boot_sequence_gets_the_answers_it_needs(server):
     assert get(server, "/api/jobs?status=in_progress,pending&limit=200&offset=0").json() == {
         "jobs": [], "pagination": {"offset": 0, "limit": 200, "total": 0, "has_more": False}}
     assert get(server, "/api/workflow_templates").json() == {}
-    assert get(server, "/templates/index.json").json() == []
+    assert isinstance(get(server, "/templates/index.json").json(), list)
     assert post(server, "/api/settings/Comfy.InstalledVersion", data=b'"1.58.1"',
                 headers={"Content-Type": "text/plain;charset=UTF-8"}).status == 200
 
@@ -83,7 +83,8 @@ def test_shipped_workflows_are_offered_as_templates(server, tmp_path):
     (tmp_path / "wf" / "default.json").write_text('{"nodes": [], "links": []}')
     (tmp_path / "wf" / "img2img.json").write_text('{"nodes": [], "links": []}')
     server.app[STATE].workflows_dir = str(tmp_path / "wf")
-    assert get(server, "/templates/index.json").json() == ["default", "img2img"]
+    (category,) = get(server, "/templates/index.json").json()
+    assert [t["name"] for t in category["templates"]] == ["default", "img2img"]
     assert get(server, "/templates/default.json").json() == {"nodes": [], "links": []}
     assert get(server, "/templates/..%2Fpyproject.json").status == 404
     assert get(server, "/templates/missing.json").status == 404

@@ -27,28 +27,34 @@ async def _run_collecting(server, sid, prompt, flags=None):
                 await ws.receive()
             async with session.post(server.url + "/prompt", json={"prompt": prompt, "client_id": sid}) as r:
                 prompt_id = (await r.json())["prompt_id"]
-            texts, frames = [], []
+            texts, frames, order = [], [], []
             while True:
                 msg = await asyncio.wait_for(ws.receive(), 10)
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     frames.append(msg.data)
+                    order.append(("binary", struct.unpack(">I", msg.data[:4])[0]))
                     continue
                 message = json.loads(msg.data)
                 texts.append(message)
+                order.append(("text", message["type"]))
                 if message["type"] == "executing" and message["data"]["node"] is None:
-                    return prompt_id, texts, frames
+                    return prompt_id, texts, frames, order
 
 
 def test_clients_without_preview_metadata_get_event_1_jpeg_frames(server):
-    _, _, frames = asyncio.run(_run_collecting(server, "plain", _preview_prompt(3, 0.15)))
+    _, _, frames, order = asyncio.run(_run_collecting(server, "plain", _preview_prompt(3, 0.15)))
     assert len(frames) == 3
+    first = order.index(("binary", 1))
+    assert order[first - 2:first] == [("text", "progress"), ("text", "progress_state")]
     event, image_format = struct.unpack(">II", frames[0][:8])
     assert (event, image_format) == (1, 1) and frames[0][8:10] == b"\xff\xd8"
 
 
 def test_clients_with_preview_metadata_get_event_4_frames_with_node_and_prompt(server):
-    prompt_id, _, frames = asyncio.run(_run_collecting(server, "meta", _preview_prompt(2, 0.15),
-                                                       {"supports_preview_metadata": True}))
+    prompt_id, _, frames, order = asyncio.run(_run_collecting(server, "meta", _preview_prompt(2, 0.15),
+                                                              {"supports_preview_metadata": True}))
+    first = order.index(("binary", 4))
+    assert order[first - 1:first + 2] == [("text", "progress_state"), ("binary", 4), ("text", "progress")]
     event, length = struct.unpack(">II", frames[0][:8])
     metadata = json.loads(frames[0][8:8 + length])
     assert event == 4 and frames[0][8 + length:10 + length] == b"\xff\xd8"
@@ -58,7 +64,7 @@ def test_clients_with_preview_metadata_get_event_4_frames_with_node_and_prompt(s
 
 def test_previews_are_rate_limited_and_downscaled_to_the_preview_size(start_server):
     server = start_server(preview_size=256)
-    _, texts, frames = asyncio.run(_run_collecting(server, "fast", _preview_prompt(30, 0.0)))
+    _, texts, frames, _ = asyncio.run(_run_collecting(server, "fast", _preview_prompt(30, 0.0)))
     assert sum(1 for m in texts if m["type"] == "progress") == 30
     assert 1 <= len(frames) < 10
     from PIL import Image
