@@ -1628,9 +1628,11 @@ def setup_routes(app: web.Application) -> None:
 
 
 def _resolve_token(config: RuntimeConfig, paths: Paths) -> str | None:
-    """--token, --token-file or --generate-token (stored 0600 in the user dir)."""
+    """--token, the KILN_TOKEN environment variable, --token-file or --generate-token (stored 0600)."""
     if config.token:
         return config.token
+    if os.environ.get("KILN_TOKEN"):
+        return os.environ["KILN_TOKEN"]
     if config.token_file:
         with open(config.token_file, encoding="utf-8") as f:
             return f.read().strip()

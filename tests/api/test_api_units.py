@@ -72,3 +72,41 @@ def test_a_prompt_running_when_the_store_was_abandoned_is_pending_again_on_reope
     reopened = SqliteStore(str(tmp_path / "q.sqlite3"))
     assert reopened.recovered == 1
     assert [i.prompt_id for i in reopened.list()[1]] == ["p0", "p1", "p2"]
+
+
+def test_unsafe_start_configurations_are_refused_with_the_flag_to_use():
+    from engine.security import startup_problem
+
+    assert "--token" in startup_problem(("0.0.0.0", "::"), SecurityPolicy(), False)
+    assert startup_problem(("0.0.0.0",), SecurityPolicy(token="t"), False) is None
+    assert startup_problem(("0.0.0.0",), SecurityPolicy(), True) is None
+    assert startup_problem(("localhost", "127.0.0.1", "::1"), SecurityPolicy(), False) is None
+    assert "token" in startup_problem(("127.0.0.1",), SecurityPolicy(cors_origins=("*",)), False)
+
+
+def test_any_origin_cors_answers_a_star_without_credentials():
+    from engine.security import cors_headers
+
+    headers = cors_headers("http://anything.example", SecurityPolicy(token="t", cors_origins=("*",)))
+    assert headers["Access-Control-Allow-Origin"] == "*" and "Access-Control-Allow-Credentials" not in headers
+    assert cors_headers("null", SecurityPolicy(token="t", cors_origins=("*",))) == {}
+
+
+def test_the_token_can_come_from_the_environment_or_be_generated_into_the_user_dir(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from engine.config import RuntimeConfig
+    from engine.paths import Paths
+    from engine.server import security_policy
+
+    paths = Paths(str(tmp_path))
+    monkeypatch.setenv("KILN_TOKEN", "from-env")
+    assert security_policy(RuntimeConfig(), paths).token == "from-env"
+    monkeypatch.delenv("KILN_TOKEN")
+    generated = security_policy(RuntimeConfig(generate_token=True), paths).token
+    stored = tmp_path / "user" / "kiln_token"
+    assert len(generated) >= 43 and stored.read_text() == generated
+    assert stat.S_IMODE(os.stat(stored).st_mode) == 0o600
+    (tmp_path / "t.txt").write_text("from-file\n")
+    assert security_policy(RuntimeConfig(token_file=str(tmp_path / "t.txt")), paths).token == "from-file"
