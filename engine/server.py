@@ -92,14 +92,12 @@ class Client:
         self.frames: collections.deque[tuple[bool, str | bytes]] = collections.deque()
         self.wakeup = asyncio.Event()
         self.last_preview = 0.0
-        self.dropped = 0
 
     def push(self, frame: str | bytes, is_preview: bool = False) -> None:
         """Queue a frame; when full, drop previews first, then the oldest frame (never block)."""
         if is_preview:
             now = time.monotonic()
             if now - self.last_preview < PREVIEW_INTERVAL or len(self.frames) >= SEND_QUEUE_LIMIT // 2:
-                self.dropped += 1
                 return
             self.last_preview = now
         elif len(self.frames) >= SEND_QUEUE_LIMIT:
@@ -108,7 +106,6 @@ class Client:
                 self.frames.remove(previews[0])
             else:
                 self.frames.popleft()
-            self.dropped += 1
         self.frames.append((is_preview, frame))
         self.wakeup.set()
 
@@ -167,7 +164,6 @@ class Hub:
 
 # -- routing of executor events ------------------------------------------------------------------
 
-TO_CLIENT_ONLY = frozenset({"execution_start", "execution_cached", "executing", "executed", "execution_success"})
 BROADCAST_WITHOUT_CLIENT = frozenset({"execution_interrupted", "progress", "progress_state"})
 
 
@@ -221,10 +217,10 @@ class Worker:
 
     def post_pack_message(self, event: str, data, sid: str | None) -> None:
         """PromptServer.instance.send_sync from any thread; `progress_text` becomes binary event 3."""
-        if event == "progress_text":
+        if event == "progress_text":     # to the running prompt's client unless a sid is given
             node = str(data.get("node_id", "")).encode()
             frame = struct.pack(">II", 3, len(node)) + node + str(data.get("text", "")).encode()
-            self.post(self.state.hub.send_binary, frame, sid)
+            self.post(self.state.hub.send_binary, frame, sid or self.state.registry.bridge.client_id)
         else:
             self.post(self.state.hub.send_json, event, data, sid)
 
@@ -494,7 +490,9 @@ async def security_middleware(request: web.Request, handler):
     policy = state.policy
     headers = request.headers
     if request.method == "GET" and request.path == "/" and "token" in request.query and policy.token:
-        if security.token_presented({"Authorization": f"Bearer {request.query['token']}"}, {}, policy.token):
+        host_ok = security.host_allowed(security.split_host(headers.get("Host", ""))[0], policy.allowed_hosts)
+        query_token = {"Authorization": f"Bearer {request.query['token']}"}
+        if host_ok and security.token_presented(query_token, {}, policy.token):
             response = web.Response(status=303, headers={"Location": "/"})
             response.set_cookie("kiln_token", policy.token, httponly=True, samesite="Strict", path="/",
                                 secure=request.secure or None)
