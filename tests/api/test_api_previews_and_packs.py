@@ -161,3 +161,17 @@ def test_queue_and_object_info_answer_quickly_while_a_node_runs(server):
     assert get(server, "/queue").json()["queue_running"][0][1] == running
     assert sorted(timings)[1] < 0.25   # generous for a loaded 2-core CI box; the bench reports the real number
     wait_history(server, running)
+
+
+def test_pack_on_prompt_hooks_may_rewrite_the_body_and_a_failing_hook_is_skipped(start_server):
+    def prepare(registry):
+        def broken(body):
+            raise RuntimeError("hook bug")
+
+        registry.bridge.add_on_prompt_handler(broken)
+        registry.bridge.add_on_prompt_handler(lambda body: {**body, "extra_data": {"tagged_by": "hook"}})
+
+    server = start_server(prepare=prepare)
+    prompt_id = queue_prompt(server, {"1": {"class_type": "TestConst", "inputs": {"value": 1}},
+                                      "2": {"class_type": "TestOutput", "inputs": {"value": ["1", 0]}}})
+    assert wait_history(server, prompt_id)["prompt"][3]["tagged_by"] == "hook"
