@@ -1656,7 +1656,7 @@ def create_app(config: RuntimeConfig, registry, executor, *, paths: Paths | None
                store: PromptStore | None = None, system_hooks: SystemHooks | None = None,
                policy: security.SecurityPolicy | None = None) -> web.Application:
     """Build the application; the worker thread and the store live in its cleanup context."""
-    paths = paths or Paths.from_config(config)
+    paths = paths or registry.paths
     max_body = int(config.max_upload_size * 1024 * 1024)
     state = ServerState(
         config=config, registry=registry, executor=executor, paths=paths,
@@ -1697,7 +1697,7 @@ async def _runtime_context(app: web.Application):
 
 def run_server(config: RuntimeConfig, registry, executor, *, system_hooks: SystemHooks | None = None) -> None:
     """Serve until interrupted (main.py's `serve`); exits non-zero on an unsafe configuration."""
-    paths = Paths.from_config(config)
+    paths = registry.paths
     policy = security_policy(config, paths)
     hosts = tuple(h.strip() for h in config.listen.split(",") if h.strip())
     problem = security.startup_problem(hosts, policy, config.allow_unauthenticated_remote)

@@ -199,8 +199,10 @@ def test_deeply_nested_json_is_a_400_not_a_crash(server):
 
 def test_a_non_loopback_listen_without_a_token_refuses_to_start(tmp_path):
     code = ("from engine.config import RuntimeConfig\n"
+            "from engine.paths import Paths\n"
+            "from engine.registry import Registry\n"
             "from engine.server import run_server\n"
-            f"run_server(RuntimeConfig(listen='0.0.0.0', base_directory={str(tmp_path)!r}), None, None)\n")
+            f"run_server(RuntimeConfig(listen='0.0.0.0'), Registry(Paths({str(tmp_path)!r})), None)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode != 0
