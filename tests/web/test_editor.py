@@ -14,7 +14,7 @@ def test_page_loads_the_default_workflow_without_console_errors(editor):
     assert editor.console_errors == []
 
 
-def build_txt2img(editor):
+def build_txt2img(editor, positive="a red circle on a blue square", negative="blurry"):
     """Build the default txt2img graph with search-add, drag-connect and widget edits."""
     editor.page.click("#clear-button")
     assert editor.node_ids() == []
@@ -30,8 +30,8 @@ def build_txt2img(editor):
              (ks, 0, dec, 0), (ck, 2, dec, 1), (dec, 0, save, 0)]
     for o, os_, t, ts in links:
         editor.drag(editor.slot(o, "out", os_), editor.slot(t, "in", ts))
-    editor.set_widget_text(pos, "text", "a red circle on a blue square")
-    editor.set_widget_text(neg, "text", "blurry")
+    editor.set_widget_text(pos, "text", positive)
+    editor.set_widget_text(neg, "text", negative)
     r = editor.widget_rect(ks, "steps")
     for _ in range(2):  # the left arrow steps down
         editor.page.mouse.click(r["x"] + 6, r["y"] + r["height"] / 2)
