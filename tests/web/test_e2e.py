@@ -132,3 +132,10 @@ def test_a_real_validation_error_outlines_the_failing_node(live_editor):
     live_editor.page.wait_for_function("(id) => app.view.runtime.get(String(id))?.errors?.length", arg=ck)
     assert "no-such-model.safetensors" in " ".join(live_editor.js("(id) => app.view.runtime.get(String(id)).errors", ck))
     live_editor.screenshot("e2e-validation-error.png")
+
+
+def test_the_example_packs_web_extension_loads_and_styles_its_node(live_editor):
+    assert "kiln.example_pack" in live_editor.js("() => app.extensions.map(e => e.name)")
+    node = live_editor.add_by_search("KilnExampleRepeatText", (700, 820))
+    assert live_editor.js("(id) => app.graph.nodes.get(id).type", node) == "KilnExampleRepeatText"
+    assert live_editor.js("(id) => app.graph.nodes.get(id).color", node) == "#335"

@@ -64,6 +64,9 @@ export class App {
     this.bindKeys();
     this.bindDrop();
     this.api.on((msg) => this.onServerMessage(msg));
+    this.graph.nodeCreatedListeners.add((node) => {
+      for (const ext of this.extensions) this.callExtension(ext, "nodeCreated", node);
+    });
     await this.loadDefs();
     this.api.connect();
     await this.loadExtensions();
@@ -541,11 +544,7 @@ export class App {
     const all = { ...this.defs, ...VIRTUAL_DEFS };
     const label = filter.inputType ? `accepts ${filter.inputType}` : filter.outputType ? `produces ${filter.outputType}` : undefined;
     showSearch(screen, (q) => searchNodes(all, q, filter).map((name) => ({ name, label: all[name].display_name ?? name,
-      detail: all[name].category ?? "" })), (type) => {
-      done(type);
-      const node = [...this.graph.nodes.values()].at(-1);
-      if (node) for (const ext of this.extensions) this.callExtension(ext, "nodeCreated", node);
-    }, label);
+      detail: all[name].category ?? "" })), done, label);
   }
 
   /** @param {number[]} at */
@@ -566,7 +565,6 @@ export class App {
       ...(level.get("\0nodes") ?? []).map((/** @type {string} */ name) => ({ label: all[name].display_name ?? name, action: () => {
         const n = this.graph.addNode(name, at);
         this.view.select(n.id, false);
-        for (const ext of this.extensions) this.callExtension(ext, "nodeCreated", n);
         this.commit();
       } })),
     ];

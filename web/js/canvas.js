@@ -388,7 +388,7 @@ export class CanvasView {
         const wr = this.widgetRects(node).find((r) => p[0] >= r.x && p[0] <= r.x + r.width && p[1] >= r.y && p[1] <= r.y + r.height);
         if (wr && node.mode !== MODE_MUTED) {
           this.select(node.id, false);
-          this.onWidgetDown(node, wr, p, start);
+          this.onWidgetDown(node, wr, start);
           return;
         }
       }
@@ -657,14 +657,9 @@ export class CanvasView {
 
   // ---- widgets -----------------------------------------------------------------------------
 
-  /** @param {GraphNode} node @param {any} rect @param {number[]} p @param {any} start */
-  onWidgetDown(node, rect, p, start) {
-    const w = rect.w;
-    if (w.kind === "INT" || w.kind === "FLOAT") {
-      this.drag = { ...start, kind: "widget-drag", node, rect, startValue: w.value };
-      return;
-    }
-    this.drag = { ...start, kind: "widget-drag", node, rect };
+  /** Press on a widget: a drag changes numbers, a click is handled on release. @param {GraphNode} node @param {any} rect @param {any} start */
+  onWidgetDown(node, rect, start) {
+    this.drag = { ...start, kind: "widget-drag", node, rect, startValue: rect.w.value };
   }
 
   /** Horizontal drag on a number widget changes it by one step per 6 pixels. @param {any} d @param {number} dx */

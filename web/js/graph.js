@@ -58,6 +58,11 @@ export class GraphNode {
     return this.widgets.find((w) => w.name === name);
   }
 
+  /** The node class name under the name ComfyUI's frontend uses (read by pack extensions). */
+  get comfyClass() {
+    return this.type;
+  }
+
   /** Title shown on the canvas. */
   get displayTitle() {
     return this.title ?? this.defaultTitle;
@@ -87,6 +92,8 @@ export class Graph {
     this.clear();
     /** @type {Set<() => void>} */
     this.listeners = new Set();
+    /** @type {Set<(node: GraphNode) => void>} called for nodes created by `addNode` (not loaded ones) */
+    this.nodeCreatedListeners = new Set();
   }
 
   clear() {
@@ -131,6 +138,7 @@ export class Graph {
     node.size = [NODE_WIDTH, node.computeHeight()];
     if (type === "Reroute") node.size = [75, 26];
     this.nodes.set(node.id, node);
+    for (const fn of this.nodeCreatedListeners) fn(node);
     this.changed();
     return node;
   }
