@@ -1706,7 +1706,10 @@ def run_server(config: RuntimeConfig, registry, executor, *, system_hooks: Syste
     if config.allow_unauthenticated_remote and any(not security.is_loopback_name(h) for h in hosts):
         log.warning("listening on %s WITHOUT authentication (--allow-unauthenticated-remote)", ", ".join(hosts))
     app = create_app(config, registry, executor, paths=paths, policy=policy, system_hooks=system_hooks)
+    shown = f"[{hosts[0]}]" if ":" in hosts[0] else hosts[0]
     if config.generate_token and policy.token:
-        print(f"Kiln editor: http://{hosts[0]}:{config.port}/?token={policy.token}", flush=True)
+        print(f"Kiln editor: http://{shown}:{config.port}/?token={policy.token}", flush=True)
+    log.info("Kiln is serving on %s (port %d)%s", ", ".join(hosts), config.port,
+             "; a token is required" if policy.token else "")
     web.run_app(app, host=list(hosts), port=config.port, print=lambda *_: None,
                 access_log=None, handle_signals=True)
