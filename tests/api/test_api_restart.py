@@ -1,4 +1,4 @@
-"""Durability: kill -9 the server mid-run, start it again, and every queued prompt completes exactly once."""
+"""Durability: kill -9 `main.py serve` mid-run, start it again, and every queued prompt completes exactly once."""
 
 import json
 import os
@@ -33,21 +33,6 @@ SLOW_PACK = textwrap.dedent('''
     NODE_CLASS_MAPPINGS = {"SlowEcho": SlowEcho}
 ''')
 
-LAUNCHER = textwrap.dedent('''
-    import sys
-    from engine.config import RuntimeConfig
-    from engine.executor import Executor
-    from engine.paths import Paths
-    from engine.registry import build_registry
-    from engine.server import run_server
-
-    config = RuntimeConfig(base_directory=sys.argv[1], port=int(sys.argv[2]))
-    paths = Paths.from_config(config)
-    registry = build_registry(paths, builtins=False, custom_node_dirs=[sys.argv[3]])
-    run_server(config, registry, Executor(registry, paths=paths, config=config))
-''')
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -60,10 +45,11 @@ def _call(url, path, body=None):
         return json.loads(response.read() or b"null")
 
 
-def _start(tmp_path, port, pack_dir):
-    process = subprocess.Popen([sys.executable, str(tmp_path / "launch.py"), str(tmp_path / "base"), str(port),
-                                str(pack_dir)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": REPO})
+def _start(tmp_path, port):
+    """`main.py serve` on `port` with tmp_path/base as base directory (its custom_nodes/ holds the pack)."""
+    process = subprocess.Popen([sys.executable, "main.py", "serve", "--port", str(port), "--base-directory",
+                                str(tmp_path / "base")], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -89,12 +75,11 @@ def _wait(predicate, timeout=60):
 
 
 def test_prompts_survive_a_kill_9_and_each_completes_exactly_once(tmp_path):
-    pack_dir = tmp_path / "custom_nodes"
-    (pack_dir / "slowpack").mkdir(parents=True)
-    (pack_dir / "slowpack" / "__init__.py").write_text(SLOW_PACK)
-    (tmp_path / "launch.py").write_text(LAUNCHER)
+    pack_dir = tmp_path / "base" / "custom_nodes" / "slowpack"
+    pack_dir.mkdir(parents=True)
+    (pack_dir / "__init__.py").write_text(SLOW_PACK)
     port = _free_port()
-    process, url = _start(tmp_path, port, pack_dir)
+    process, url = _start(tmp_path, port)
     try:
         ids = [_call(url, "/prompt", {"prompt": {"1": {"class_type": "SlowEcho",
                                                        "inputs": {"value": i, "seconds": 0.15}}}})["prompt_id"]
@@ -106,7 +91,7 @@ def test_prompts_survive_a_kill_9_and_each_completes_exactly_once(tmp_path):
     finished_before = set(_call_safe_history(tmp_path))
     assert 3 <= len(finished_before) < 20
 
-    process, url = _start(tmp_path, port, pack_dir)
+    process, url = _start(tmp_path, port)
     try:
         history = _wait(lambda: (h := _call(url, "/history")) and len(h) == 20 and h)
         time.sleep(0.3)
