@@ -736,24 +736,103 @@ def sample_gradient_estimation(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
     return x
 
 
-@torch.no_grad()
-def sample_exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
-                         noise: NoiseSampler | None = None,
-                         on_step: StepCallback | None = None) -> Tensor:
-    """Exponential Heun in x0 / log-SNR: 2nd-order exponential integrator (SEEDS-2 with eta 0, Gonzalez et al. 2023, arXiv 2305.14267)."""
+def _ou_noise(previous: Tensor | None, decay_h: Tensor, eta: float, fresh: Tensor) -> Tensor:
+    """Unit-σ noise of an Ornstein–Uhlenbeck path in log-SNR: decay what was drawn, add the rest."""
+    factor = (-eta * decay_h).exp()
+    added = (-(-2 * eta * decay_h).expm1()).sqrt() * fresh
+    return added if previous is None else previous * factor + added
+
+
+def _seeds_2(denoise: Denoiser, x: Tensor, sigmas: Tensor, noise: NoiseSampler | None,
+             on_step: StepCallback | None, eta: float, r: float, solver: Literal["phi_1", "phi_2"],
+             s_noise: float = 1.0) -> Tensor:
+    # x_t = (σ_t/σ_s)·e^{-ηh}·x + ∫ (1+η)e^{-(1+η)(λ_t-λ)} D(λ) dλ + σ_t·√(1-e^{-2ηh})·ξ, with D
+    # linear in λ through D(λ_s) and D(λ_s + r·h); the noise of both stages is one OU path.
+    stochastic = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
         denoised = denoise(x, sigmas[i])
         if sigmas[i + 1] == 0:
             x = denoised
         else:
             h = sigmas[i].log() - sigmas[i + 1].log()
-            ratio = sigmas[i + 1] / sigmas[i]
-            x_2 = ratio * x - (-h).expm1() * denoised
-            denoised_2 = denoise(x_2, sigmas[i + 1])
-            # D linear in log-SNR between the two evaluations, integrated exactly (phi_2 weights).
-            b2 = h * _phi2(-h)
-            b1 = h * _phi1(-h) - b2
-            x = ratio * x + b1 * denoised + b2 * denoised_2
+            h_eta = h * (eta + 1)
+            sigma_1 = sigmas[i] * (-r * h).exp()
+            x_2 = (sigma_1 / sigmas[i]) * (-r * h * eta).exp() * x - (-r * h_eta).expm1() * denoised
+            path = None
+            if stochastic:
+                path = _ou_noise(None, r * h, eta, noise(sigmas[i], sigma_1))
+                x_2 = x_2 + path * sigma_1 * s_noise
+            denoised_2 = denoise(x_2, sigma_1)
+            if solver == "phi_1":
+                fac = 1 / (2 * r)
+                update = -(-h_eta).expm1() * ((1 - fac) * denoised + fac * denoised_2)
+            else:
+                b2 = h_eta * _phi2(-h_eta) / r
+                update = -(-h_eta).expm1() * denoised + b2 * (denoised_2 - denoised)
+            x = (sigmas[i + 1] / sigmas[i]) * (-h * eta).exp() * x + update
+            if stochastic:
+                path = _ou_noise(path, (1 - r) * h, eta, noise(sigma_1, sigmas[i + 1]))
+                x = x + path * sigmas[i + 1] * s_noise
+        _report(on_step, i, x, denoised)
+    return x
+
+
+@torch.no_grad()
+def sample_seeds_2(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSampler,
+                   on_step: StepCallback | None = None) -> Tensor:
+    """SEEDS-2, stochastic exponential 2-stage solver (Gonzalez et al. 2023, arXiv 2305.14267)."""
+    return _seeds_2(denoise, x, sigmas, noise, on_step, eta=1.0, r=0.5, solver="phi_1")
+
+
+@torch.no_grad()
+def sample_exp_heun_2_x0(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
+                         noise: NoiseSampler | None = None,
+                         on_step: StepCallback | None = None) -> Tensor:
+    """Exponential Heun in x0 / log-SNR, SEEDS-2 with eta 0, r 1, phi_2 (Gonzalez et al. 2023, arXiv 2305.14267)."""
+    return _seeds_2(denoise, x, sigmas, noise, on_step, eta=0.0, r=1.0, solver="phi_2")
+
+
+@torch.no_grad()
+def sample_exp_heun_2_x0_sde(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
+                             noise: NoiseSampler, on_step: StepCallback | None = None) -> Tensor:
+    """Stochastic exponential Heun in x0, SEEDS-2 with eta 1, r 1, phi_2 (Gonzalez et al. 2023, arXiv 2305.14267)."""
+    return _seeds_2(denoise, x, sigmas, noise, on_step, eta=1.0, r=1.0, solver="phi_2")
+
+
+@torch.no_grad()
+def sample_seeds_3(denoise: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSampler,
+                   on_step: StepCallback | None = None, eta: float = 1.0, s_noise: float = 1.0,
+                   r_1: float = 1 / 3, r_2: float = 2 / 3) -> Tensor:
+    """SEEDS-3, stochastic exponential 3-stage solver (Gonzalez et al. 2023, arXiv 2305.14267)."""
+    stochastic = eta > 0 and s_noise > 0
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, sigmas[i])
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            h = sigmas[i].log() - sigmas[i + 1].log()
+            h_eta = h * (eta + 1)
+            sigma_1, sigma_2 = sigmas[i] * (-r_1 * h).exp(), sigmas[i] * (-r_2 * h).exp()
+
+            def base(r: float) -> Tensor:
+                return ((-r * h).exp() * (-r * h * eta).exp() * x
+                        - (-r * h_eta).expm1() * denoised)
+
+            x_2 = base(r_1)
+            path = None
+            if stochastic:
+                path = _ou_noise(None, r_1 * h, eta, noise(sigmas[i], sigma_1))
+                x_2 = x_2 + path * sigma_1 * s_noise
+            denoised_2 = denoise(x_2, sigma_1)
+            x_3 = base(r_2) + r_2 * h_eta * _phi2(-r_2 * h_eta) / r_1 * (denoised_2 - denoised)
+            if stochastic:
+                path = _ou_noise(path, (r_2 - r_1) * h, eta, noise(sigma_1, sigma_2))
+                x_3 = x_3 + path * sigma_2 * s_noise
+            denoised_3 = denoise(x_3, sigma_2)
+            x = base(1.0) + h_eta * _phi2(-h_eta) / r_2 * (denoised_3 - denoised)
+            if stochastic:
+                path = _ou_noise(path, (1 - r_2) * h, eta, noise(sigma_2, sigmas[i + 1]))
+                x = x + path * sigmas[i + 1] * s_noise
         _report(on_step, i, x, denoised)
     return x
 
@@ -930,6 +1009,7 @@ SAMPLERS: dict[str, Sampler] = {
     "heun": Sampler(sample_heun),
     "heunpp2": Sampler(sample_heunpp2),
     "exp_heun_2_x0": Sampler(sample_exp_heun_2_x0),
+    "exp_heun_2_x0_sde": Sampler(sample_exp_heun_2_x0_sde, "default"),
     "dpm_2": Sampler(sample_dpm_2, discard_penultimate=True),
     "dpm_2_ancestral": Sampler(sample_dpm_2_ancestral, "default", discard_penultimate=True),
     "lms": Sampler(sample_lms),
@@ -955,6 +1035,8 @@ SAMPLERS: dict[str, Sampler] = {
     "res_multistep_ancestral": Sampler(sample_res_multistep_ancestral, "default"),
     "gradient_estimation": Sampler(sample_gradient_estimation),
     "er_sde": Sampler(sample_er_sde, "default"),
+    "seeds_2": Sampler(sample_seeds_2, "default"),
+    "seeds_3": Sampler(sample_seeds_3, "default"),
     "ddim": Sampler(sample_euler),
     "uni_pc": Sampler(sample_uni_pc, discard_penultimate=True),
     "uni_pc_bh2": Sampler(sample_uni_pc_bh2, discard_penultimate=True),
