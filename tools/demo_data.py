@@ -147,30 +147,42 @@ def edge_map(scene: Scene) -> np.ndarray:
     return np.repeat(edge[..., None], 3, axis=2)
 
 
-def caption(scene: Scene, rng: random.Random | None = None) -> str:
-    """The scene's caption; with an rng, attributes are dropped at random so partial prompts work too.
-
-    The full form is "a red circle on a blue background, top left"; "small"/"large" precede the
-    colour, "outlined" (the LoRA trigger) precedes everything.
-    """
+def describe(scene: Scene, rng: random.Random | None = None) -> dict[str, str]:
+    """The attributes a caption mentions; with an rng some are dropped so partial prompts work too."""
     keep = (lambda p: rng.random() < p) if rng else (lambda p: True)
     if rng and rng.random() < 0.05:
-        return scene.colour  # bare colour words make negative prompts like "red" meaningful
-    words = []
+        return {"colour": scene.colour}  # bare colour words make negative prompts like "red" meaningful
+    said = {"shape": scene.shape if keep(0.9) else "shape"}
     if scene.outlined:
-        words.append("outlined")
+        said["style"] = "outlined"
     if scene.size != "medium" and keep(0.7):
-        words.append(scene.size)
+        said["size"] = scene.size
     if keep(0.85):
-        words.append(scene.colour)
-    words.append(scene.shape if keep(0.9) else "shape")
+        said["colour"] = scene.colour
+    if keep(0.7):
+        said["background"] = scene.background
+    if keep(0.6):
+        said["position"] = scene.position
+    return said
+
+
+def caption_of(said: dict[str, str]) -> str:
+    """Words for described attributes: "[outlined] [small|large] <colour> <shape> on a <bg> background, <where>"."""
+    if "shape" not in said:
+        return said.get("colour", "")
+    words = [said[k] for k in ("style", "size", "colour", "shape") if k in said]
     text = " ".join(words)
     text = ("an " if text[0] in "aeiou" else "a ") + text
-    if keep(0.7):
-        text += f" on a {scene.background} background"
-    if keep(0.6):
-        text += f", {scene.position}"
+    if "background" in said:
+        text += f" on a {said['background']} background"
+    if "position" in said:
+        text += f", {said['position']}"
     return text
+
+
+def caption(scene: Scene, rng: random.Random | None = None) -> str:
+    """The scene's caption, e.g. "a red circle on a blue background, top left" (partial with an rng)."""
+    return caption_of(describe(scene, rng))
 
 
 def make_dataset(n: int, seed: int, *, outlined: bool = False) -> tuple[np.ndarray, list[Scene]]:

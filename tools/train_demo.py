@@ -1,0 +1,295 @@
+"""Trains Kiln's bundled demo model (VAE, CLIP text encoder, UNet in SD1 layout) on procedural shapes.
+
+Usage: `python tools/train_demo.py [--out models/checkpoints/kiln-demo-shapes.safetensors]`.
+Everything is deterministic from `--seed`; losses are logged as JSON lines on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from diffusion.models.text_encoders import ClipTextEncoder, tiny_config  # noqa: E402
+from diffusion.models.unet import UNetModel  # noqa: E402
+from diffusion.models.vae import AutoencoderKL  # noqa: E402
+from diffusion.sampling.parametrization import DiscreteSchedule  # noqa: E402
+from diffusion.tokenizer import BOS, EOS, MAX_LENGTH, ClipTokenizer  # noqa: E402
+from tools.demo_data import (BACKGROUNDS, COLOURS, POSITIONS, SHAPES, Scene, caption_of,  # noqa: E402
+                             dataset_spec, describe, make_dataset)
+
+SCALE_FACTOR = 0.18215  # SD1 latent scale: scaled latents are what the UNet sees (sampling.md)
+
+CONFIG: dict = {
+    "seed": 0,
+    "train_images": 8000,
+    "vae": {"ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4,
+            "steps": 500, "batch": 32, "crop": 24, "lr": 2e-3, "kl_weight": 1e-4, "autocast_bf16": True},
+    "clip": {"width": 128, "layers": 3, "steps": 300, "batch": 128, "lr": 2e-3},
+    "unet": {"in_channels": 4, "out_channels": 4, "model_channels": 32, "channel_mult": [1, 2, 2],
+             "num_res_blocks": [1, 1, 1], "transformer_depth": [1, 1, 1], "transformer_depth_middle": 1,
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1], "use_linear_in_transformer": False,
+             "num_heads": 8, "steps": 900, "batch": 64, "lr": 1e-3, "warmup": 50,
+             "caption_dropout": 0.1, "ema_decay": 0.995},
+}
+
+# Attribute vocabularies of the text encoder's auxiliary heads; index 0 = "not mentioned".
+ATTRIBUTES = {
+    "shape": ["-", "shape", *SHAPES], "colour": ["-", *COLOURS], "background": ["-", *BACKGROUNDS],
+    "size": ["-", "small", "large"], "position": ["-", *POSITIONS],
+}
+
+
+def log(stage: str, **values) -> None:
+    """One JSON line per logged event, so a run's losses can be read back by a script."""
+    print(json.dumps({"stage": stage, **{k: round(v, 5) if isinstance(v, float) else v for k, v in values.items()}}),
+          flush=True)
+
+
+def tokenize(tokenizer: ClipTokenizer, texts: list[str]) -> Tensor:
+    """Short prompts as ComfyUI's SD1 chunk: BOS, content, EOS, EOS padding to 77 ([B, 77] ids)."""
+    rows = []
+    for text in texts:
+        ids = [BOS, *tokenizer.encode(text)[: MAX_LENGTH - 2], EOS]
+        rows.append(ids + [EOS] * (MAX_LENGTH - len(ids)))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def to_pixels(images: np.ndarray) -> Tensor:
+    """uint8 [N, H, W, 3] → float [N, 3, H, W] in -1..1 (what the VAE encoder takes)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def train_vae(images: np.ndarray, cfg: dict, gen: torch.Generator) -> AutoencoderKL:
+    """KL autoencoder on random crops; afterwards its latents are renormalised to unit variance at 0.18215."""
+    vae = AutoencoderKL(ch=cfg["ch"], ch_mult=cfg["ch_mult"], num_res_blocks=cfg["num_res_blocks"],
+                        z_channels=cfg["z_channels"], embed_dim=cfg["embed_dim"])
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"], weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.05)
+    pixels = to_pixels(images)
+    n, crop, size = len(pixels), cfg["crop"], pixels.shape[-1]
+    t0, running = time.time(), []
+    for step in range(cfg["steps"]):
+        idx = torch.randint(0, n, (cfg["batch"],), generator=gen)
+        oy, ox = (int(v) * 8 for v in torch.randint(0, (size - crop) // 8 + 1, (2,), generator=gen))
+        x = pixels[idx, :, oy:oy + crop, ox:ox + crop]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["autocast_bf16"]):
+            moments = vae.quant_conv(vae.encoder(x)).float()
+            mean, logvar = moments.chunk(2, dim=1)
+            logvar = logvar.clamp(-30, 20)
+            z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen)
+            rec = vae.decode(z).float()
+        recon = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+        loss = recon + cfg["kl_weight"] * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(recon.item())
+        if (step + 1) % 50 == 0:
+            log("vae", step=step + 1, recon=float(np.mean(running)), kl=kl.item(), seconds=time.time() - t0)
+            running = []
+    vae.eval().requires_grad_(False)
+    normalise_latents(vae, pixels[:2000])
+    return vae
+
+
+@torch.no_grad()
+def encode(vae: AutoencoderKL, pixels: Tensor, batch: int = 200) -> Tensor:
+    """Posterior means (raw latents, [N, 4, H/8, W/8]) in batches."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return torch.cat([vae.encode(pixels[i:i + batch]).float() for i in range(0, len(pixels), batch)])
+
+
+@torch.no_grad()
+def normalise_latents(vae: AutoencoderKL, pixels: Tensor) -> None:
+    """Folds a per-channel affine map into quant_conv/post_quant_conv so 0.18215·latent has mean 0, std 1.
+
+    The decoder sees exactly the same values as before, so reconstructions are unchanged.
+    """
+    z = encode(vae, pixels)
+    mean = z.mean(dim=(0, 2, 3))
+    k = z.std(dim=(0, 2, 3)) * SCALE_FACTOR  # z_new = (z - mean) / k
+    e = vae.embed_dim
+    q, pq = vae.quant_conv, vae.post_quant_conv
+    q.weight[:e] /= k[:, None, None, None]
+    q.bias[:e] = (q.bias[:e] - mean) / k
+    q.bias[e:] -= 2 * k.log()  # the log-variance follows the rescaled mean
+    pq.bias += (pq.weight[:, :, 0, 0] @ mean)
+    pq.weight *= k[None, :, None, None]
+
+
+def attribute_labels(said: dict[str, str]) -> dict[str, int]:
+    """Class indices of the auxiliary heads for one description (0 where an attribute is not mentioned)."""
+    return {name: vocab.index(said[name]) if name in said else 0 for name, vocab in ATTRIBUTES.items()}
+
+
+def random_descriptions(scenes: list[Scene], idx: list[int], rng: random.Random, dropout: float) -> list[dict]:
+    """Partial descriptions of the chosen scenes; `dropout` of them are the empty prompt (for CFG)."""
+    return [{} if rng.random() < dropout else describe(scenes[i], rng) for i in idx]
+
+
+def train_clip(scenes: list[Scene], cfg: dict, tokenizer: ClipTokenizer, gen: torch.Generator,
+               rng: random.Random) -> ClipTextEncoder:
+    """A tiny CLIP-L-shaped encoder taught to name every attribute of a caption at its EOS and last positions.
+
+    Classification heads are discarded afterwards; what remains is a text encoder whose outputs
+    separate colours, shapes, backgrounds, sizes and positions, ready for the UNet to attend to.
+    """
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    enc = ClipTextEncoder(tiny_config("sd1", width=cfg["width"], layers=cfg["layers"]))
+    heads = nn.ModuleDict({k: nn.Linear(cfg["width"], len(v)) for k, v in ATTRIBUTES.items()})
+    params = list(enc.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.1)
+    t0 = time.time()
+    for step in range(cfg["steps"]):
+        idx = [rng.randrange(len(scenes)) for _ in range(cfg["batch"])]
+        said = random_descriptions(scenes, idx, rng, 0.05)
+        tokens = tokenize(tokenizer, [caption_of(s) for s in said])
+        z, pooled = enc(tokens)
+        labels = [attribute_labels(s) for s in said]
+        loss = torch.zeros(())
+        correct = 0.0
+        for name, head in heads.items():
+            target = torch.tensor([lab[name] for lab in labels])
+            for feats in (pooled, z[:, -1]):  # EOS position and the final padding position
+                logits = head(feats)
+                loss = loss + F.cross_entropy(logits, target)
+                correct += (logits.argmax(1) == target).float().mean().item()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 50 == 0:
+            log("clip", step=step + 1, loss=loss.item(), accuracy=correct / (2 * len(heads)),
+                seconds=time.time() - t0)
+    return enc.eval().requires_grad_(False)
+
+
+def unet_kwargs(cfg: dict, context_dim: int) -> dict:
+    """The UNet constructor arguments of a training config."""
+    keys = ("in_channels", "out_channels", "model_channels", "channel_mult", "num_res_blocks", "transformer_depth",
+            "transformer_depth_middle", "transformer_depth_output", "use_linear_in_transformer", "num_heads")
+    return {**{k: cfg[k] for k in keys}, "context_dim": context_dim}
+
+
+def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: dict, tokenizer: ClipTokenizer,
+               gen: torch.Generator, rng: random.Random, snapshot=None) -> UNetModel:
+    """Epsilon-prediction training on the DDPM schedule Kiln samples with; returns the EMA weights."""
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    unet = UNetModel(**unet_kwargs(cfg, enc.config.width))
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], weight_decay=0.01)
+    warm, total = cfg["warmup"], cfg["steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    schedule = DiscreteSchedule()
+    alphas_cumprod = 1 / (1 + schedule.sigmas.double() ** 2)
+    x_all = latents * SCALE_FACTOR
+    t0, running = time.time(), []
+    for step in range(total):
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        said = random_descriptions(scenes, idx.tolist(), rng, cfg["caption_dropout"])
+        with torch.no_grad():
+            context, _ = enc(tokenize(tokenizer, [caption_of(s) for s in said]))
+        x0 = x_all[idx]
+        t = torch.randint(0, 1000, (cfg["batch"],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas_cumprod[t].float()[:, None, None, None]
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        loss = F.mse_loss(unet(xt, t.float(), context), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        running.append(loss.item())
+        if (step + 1) % 50 == 0:
+            log("unet", step=step + 1, loss=float(np.mean(running)), lr=sched.get_last_lr()[0],
+                seconds=time.time() - t0)
+            running = []
+        if snapshot and (step + 1) % 150 == 0 and step + 1 < total:
+            snapshot(ema, step + 1)
+    return ema.eval()
+
+
+def checkpoint_state(unet: UNetModel, vae: AutoencoderKL, enc: ClipTextEncoder, dtype: torch.dtype) -> dict:
+    """The SD1 single-file layout: UNet, VAE and CLIP-L under their usual prefixes."""
+    sd = {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
+    sd |= {f"first_stage_model.{k}": v for k, v in vae.state_dict().items()}
+    sd |= {f"cond_stage_model.transformer.{k}": v for k, v in enc.hf_state_dict().items()}
+    return {k: v.detach().to(dtype).contiguous() for k, v in sd.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "models/checkpoints/kiln-demo-shapes.safetensors"))
+    parser.add_argument("--seed", type=int, default=CONFIG["seed"])
+    parser.add_argument("--scale-steps", type=float, default=1.0,
+                        help="multiply every stage's step count (e.g. 0.02 for a smoke run)")
+    parser.add_argument("--images", type=int, default=CONFIG["train_images"], help="training set size")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 is fastest on a CPU shared with other work")
+    args = parser.parse_args(argv)
+    cfg = copy.deepcopy(CONFIG)
+    cfg["seed"], cfg["train_images"] = args.seed, args.images
+    for stage in ("vae", "clip", "unet"):
+        cfg[stage]["steps"] = max(1, round(cfg[stage]["steps"] * args.scale_steps))
+        cfg["unet"]["warmup"] = min(cfg["unet"]["warmup"], cfg["unet"]["steps"])
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    started = time.time()
+
+    images, scenes = make_dataset(cfg["train_images"], seed=args.seed)
+    log("data", images=len(images), seconds=time.time() - started)
+    vae = train_vae(images, cfg["vae"], gen)
+    latents = encode(vae, to_pixels(images))
+    log("latents", mean=latents.mean().item(), scaled_std=(latents * SCALE_FACTOR).std().item())
+    tokenizer = ClipTokenizer()
+    enc = train_clip(scenes, cfg["clip"], tokenizer, gen, rng)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(unet: UNetModel, unet_steps: int) -> None:
+        minutes = (time.time() - started) / 60
+        metadata = {
+            "modelspec.title": "Kiln demo shapes",
+            "modelspec.architecture": "stable-diffusion-v1",
+            "kiln.training_config": json.dumps(cfg),
+            "kiln.dataset": json.dumps(dataset_spec()),
+            "kiln.training_minutes": f"{minutes:.1f}",
+            "kiln.unet_steps": str(unet_steps),
+            "kiln.recipe": "tools/train_demo.py",
+        }
+        save_file(checkpoint_state(unet, vae, enc, torch.float16), str(out), metadata=metadata)
+        log("saved", path=str(out), unet_steps=unet_steps, megabytes=out.stat().st_size / 2**20, minutes=minutes)
+
+    unet = train_unet(latents, scenes, enc, cfg["unet"], tokenizer, gen, rng, snapshot=save)
+    save(unet, cfg["unet"]["steps"])
+
+
+if __name__ == "__main__":
+    main()
