@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 from engine import security
 from engine.config import RuntimeConfig
 from engine.errors import PathEscape
-from engine.jobs import JobQueryError, history_job, history_status, list_jobs, queue_job
+from engine.jobs import JobQueryError, history_job, list_jobs, queue_job
 from engine.paths import Paths
 from engine.queue import PromptStore, QueueItem, SqliteStore
 from engine.validate import validate_prompt

@@ -1,15 +1,12 @@
 """security.md S1-S9: each rule attacked through a live server, and the well-behaved client still served."""
 
 import json
+import os
 import subprocess
 import sys
-import os
-import urllib.request
 
-import pytest
-
-from engine.security import SecurityPolicy
 from apitest_client import chain, get, http, post
+from engine.security import SecurityPolicy
 
 PROMPT = json.dumps({"prompt": chain(1)}).encode()
 
