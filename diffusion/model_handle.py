@@ -8,6 +8,7 @@ from typing import Any, Iterator, Mapping, Protocol
 import torch
 from torch import Tensor
 
+from diffusion import memory
 from diffusion.latent_formats import LatentFormat
 from diffusion.models.unet import UNetModel
 
@@ -73,40 +74,35 @@ class ModelHandle:
 
     @contextmanager
     def active(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Iterator[UNetModel]:
-        """Yield the UNet on `device` computing in `dtype`, with this clone's patches applied.
+        """Yield the UNet on `device` with weights in `dtype` and this clone's patches applied.
 
-        Patched weights are computed in float32 and cast back to the storage dtype; the original
-        tensors are put back afterwards, so the weights are bit-identical to before.
+        Patched weights are computed in float32 and rounded to the storage dtype, then every weight
+        is cast once to `dtype`; the original tensors are put back afterwards, bit-identical.
         """
-        from diffusion import memory
-
         device = torch.device(device) if device is not None else self.load_device
         dtype = dtype or self.compute_dtype
         with _ACTIVE_LOCK:
             memory.load_to(self.unet, device)
             params = dict(self.unet.named_parameters())
-            originals: dict[str, Tensor] = {}
-            handles: list[Any] = []
+            patched: dict[str, Tensor] = {}
+            with torch.no_grad():
+                for key, entries in self.patches.items():
+                    weight = params[key].data.to(device=device, dtype=torch.float32, copy=True)
+                    for strength, patch in entries:
+                        weight = patch.apply(weight, strength)
+                    patched[key] = weight.to(params[key].dtype).to(dtype)
             old_dtype = self.unet.compute_dtype
+            handles: list[Any] = []
             try:
-                with torch.no_grad():
-                    for key, entries in self.patches.items():
-                        param = params[key]
-                        weight = param.data.to(device=device, dtype=torch.float32, copy=True)
-                        for strength, patch in entries:
-                            weight = patch.apply(weight, strength)
-                        originals[key] = param.data
-                        param.data = weight.to(param.dtype)
-                self.unet.compute_dtype = dtype
-                for hook in self.hooks:
-                    handles.extend(hook.install(self.unet))
-                yield self.unet
+                with memory.weights_as(self.unet, dtype, patched):
+                    self.unet.compute_dtype = dtype
+                    for hook in self.hooks:
+                        handles.extend(hook.install(self.unet))
+                    yield self.unet
             finally:
                 for handle in handles:
                     handle.remove()
                 self.unet.compute_dtype = old_dtype
-                for key, original in originals.items():
-                    params[key].data = original
 
     def __repr__(self) -> str:
         return f"ModelHandle(family={self.family!r}, prediction={self.prediction!r}, patched_keys={len(self.patches)})"

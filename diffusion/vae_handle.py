@@ -85,10 +85,12 @@ class VAEHandle:
             outs = []
             for chunk in x.split(self.batch_size):
                 chunk = chunk.to(self.device)
-                out = fn(chunk.to(self.dtype)).float()
+                with memory.weights_as(self.model, self.dtype):
+                    out = fn(chunk.to(self.dtype)).float()
                 if self.dtype != torch.float32 and torch.isnan(out).any():
                     self.dtype = torch.float32  # fp16/bf16 VAEs (notably SDXL's) overflow
-                    out = fn(chunk.float()).float()
+                    with memory.weights_as(self.model, self.dtype):
+                        out = fn(chunk.float()).float()
                 outs.append(out)
             return torch.cat(outs)
 

@@ -50,8 +50,9 @@ def test_patches_change_the_output_only_inside_active_and_weights_come_back_bit_
     assert patched.add_patches({key: AddConst(0.37), "diffusion_model.out.2.bias": AddConst(1.0),
                                 "not.a.weight": AddConst(1.0)}, 0.5) == {key, "diffusion_model.out.2.bias"}
     with patched.active("cpu", torch.float32) as unet:
-        assert unet.input_blocks[1][1].proj_in.weight.dtype == dtype
+        assert unet.input_blocks[1][1].proj_in.weight.dtype == torch.float32  # cast once for the whole use
         changed = _call(unet)
+    assert model.unet.input_blocks[1][1].proj_in.weight.dtype == dtype
     assert not torch.allclose(plain, changed)
     for k, v in model.unet.state_dict().items():
         assert torch.equal(v, before[k]), k
