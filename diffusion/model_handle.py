@@ -47,8 +47,9 @@ class ModelHandle:
 
     def clone(self) -> ModelHandle:
         """A new handle on the same UNet with a copy of the patch lists and options."""
+        options = {k: dict(v) if isinstance(v, dict) else v for k, v in self.options.items()}  # nested dicts too
         other = ModelHandle(self.unet, self.config, self.family, self.prediction, self.latent_format,
-                            load_device=self.load_device, compute_dtype=self.compute_dtype, options=self.options)
+                            load_device=self.load_device, compute_dtype=self.compute_dtype, options=options)
         other.patches = {k: list(v) for k, v in self.patches.items()}
         other.hooks = list(self.hooks)
         return other

@@ -80,11 +80,14 @@ def test_patches_of_one_key_apply_in_order_with_their_own_strength():
     assert seen == [("a", 0.25), ("b", -1.0)]
 
 
-def test_clones_share_the_unet_but_not_their_patches():
+def test_clones_share_the_unet_but_not_their_patches_or_options():
     model = _handle()
+    model.options["sampling"] = {}
     clone = model.clone()
     clone.add_patches({"out.2.bias": AddConst(1.0)}, 1.0)
+    clone.options["sampling"]["zsnr"] = True
     assert clone.unet is model.unet and model.patches == {} and len(clone.patches) == 1
+    assert model.options == {"sampling": {}}
 
 
 def test_latent_formats_scale_and_preview_per_family():
