@@ -54,7 +54,7 @@ def sdxl_adm(options: dict, family: str, latent_hw: tuple[int, int], prompt_type
     pooled = options.get("pooled_output")
     if pooled is None:
         pooled = torch.zeros(1, 1280)
-    pooled = pooled.to(torch.float32)
+    pooled = pooled.to(device="cpu", dtype=torch.float32)
     height = options.get("height", latent_hw[0] * 8)
     width = options.get("width", latent_hw[1] * 8)
     crop_h, crop_w = options.get("crop_h", 0), options.get("crop_w", 0)
@@ -115,11 +115,12 @@ def _inpaint_concat(options: dict, latent_format: Any, latent: Tensor,
         mask = denoise_mask[:, :1]
     if mask is None:
         blank = torch.tensor(BLANK_INPAINT_LATENT, dtype=torch.float32).reshape(1, 4, 1, 1)
-        return torch.cat([torch.ones(b, 1, h, w), blank.expand(b, 4, h, w)], dim=1)
-    mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).to(torch.float32)
+        return torch.cat([torch.ones(b, 1, h, w), blank.expand(b, 4, h, w)], dim=1).to(latent.device)
+    mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).to(latent.device, torch.float32)
     mask = resize_to_batch_size(_resize_crop(mask, h, w).round(), b)
     image = options.get("concat_latent_image")
-    image = latent if image is None else latent_format.process_in(image.to(torch.float32))
+    image = (latent if image is None
+             else latent_format.process_in(image.to(latent.device, torch.float32)))
     image = resize_to_batch_size(_resize_crop(image, h, w), b)
     return torch.cat([mask, image], dim=1)
 
@@ -153,7 +154,7 @@ def prepare_conds(conditioning: list, *, model_sampling: ModelSampling, family: 
         area = _area_in_latent(area, h, w) if area is not None else None
         mask = options.get("mask")
         if mask is not None:
-            mask = mask.to(torch.float32)
+            mask = mask.to(latent.device, torch.float32)
             if mask.ndim == 2:
                 mask = mask.unsqueeze(0)
             if mask.shape[-2:] != (h, w):
@@ -163,8 +164,9 @@ def prepare_conds(conditioning: list, *, model_sampling: ModelSampling, family: 
                 area = _mask_bounds(mask)
         start, end = options.get("start_percent"), options.get("end_percent")
         cond = PreparedCond(
-            context=context.to(torch.float32),
-            y=sdxl_adm(options, family, (h, w), prompt_type, b) if family.startswith("sdxl") else None,
+            context=context.to(latent.device, torch.float32),
+            y=(sdxl_adm(options, family, (h, w), prompt_type, b).to(latent.device)
+               if family.startswith("sdxl") else None),
             concat=(_inpaint_concat(options, latent_format, latent, denoise_mask)
                     if concat_channels else None),
             area=area,
