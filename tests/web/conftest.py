@@ -58,6 +58,7 @@ class FakeServer:
     history: dict = field(default_factory=dict)
     sockets: list = field(default_factory=list)
     extensions: dict = field(default_factory=dict)  # URL path -> JavaScript source
+    settings: dict = field(default_factory=dict)
     pending: list = field(default_factory=list)  # queue items [number, prompt_id, prompt, extra_data, outputs]
     calls: list = field(default_factory=list)  # (method, path, body) of mutating calls
     sid: str = "testclient"
@@ -96,6 +97,11 @@ class FakeServer:
         if path == "/history":
             return self.reply(route, self.history) if method == "GET" else route.fulfill(status=200, body="")
         if path in ("/interrupt", "/free"):
+            return route.fulfill(status=200, body="")
+        if path == "/settings":
+            return self.reply(route, self.settings)
+        if path.startswith("/settings/") and method == "POST":
+            self.settings[path.removeprefix("/settings/")] = json.loads(req.post_data)
             return route.fulfill(status=200, body="")
         if path == "/extensions":
             return self.reply(route, list(self.extensions))

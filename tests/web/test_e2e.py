@@ -29,7 +29,7 @@ def kiln_server(tmp_path_factory):
         pytest.skip("main.py is not in the repository yet")
     tmp = tmp_path_factory.mktemp("kiln")
     port = free_port()
-    args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--cpu"]
+    args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--cpu", "--preview-method", "auto"]
     for name in ("user", "input", "output", "temp"):
         (tmp / name).mkdir()
         args += [f"--{name}-directory", str(tmp / name)]
@@ -101,7 +101,7 @@ def test_a_graph_built_in_the_editor_runs_on_the_demo_model_and_shows_progress_a
     live_editor.page.keyboard.press("Control+Enter")
     live_editor.page.wait_for_function("(id) => app.view.runtime.get(String(id))?.images?.[0]?.complete", arg=n["save"], timeout=120000)
     events = live_editor.js("() => window.__events")
-    assert {"execution_start", "executing", "progress", "executed", "execution_success"} <= set(events)
+    assert {"execution_start", "executing", "progress", "b_preview", "executed", "execution_success"} <= set(events)
     live_editor.page.click("#panel-button")
     assert live_editor.page.locator("#gallery img").count() == 1
     live_editor.screenshot("e2e-finished-image.png")

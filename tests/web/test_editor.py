@@ -416,3 +416,15 @@ def test_a_two_finger_pinch_zooms_around_the_fingers(editor):
     assert editor.js("() => app.view.ds.scale") == 2
     after = editor.js("() => app.view.toGraph(700, 600)")
     assert [round(v, 6) for v in after] == [round(v, 6) for v in anchor], "the point between the fingers stays put"
+
+
+def test_live_previews_are_requested_until_switched_off_and_the_choice_is_stored(editor):
+    editor.js("() => { app.graph.nodes.get(4).widget('ckpt_name').value = 'kiln-demo-shapes.safetensors'; }")
+    editor.page.click("#queue-button")
+    editor.page.wait_for_timeout(300)
+    assert editor.server.prompts[-1]["extra_data"]["preview_method"] == "auto"
+    editor.page.uncheck("#live-preview")
+    editor.page.click("#queue-button")
+    editor.page.wait_for_timeout(300)
+    assert "preview_method" not in editor.server.prompts[-1]["extra_data"]
+    assert editor.server.settings == {"Kiln.LivePreview": False}

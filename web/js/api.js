@@ -59,9 +59,27 @@ export class Api {
   /**
    * Queue a prompt; a validation failure throws with `body = {error, node_errors}`.
    * @param {Record<string, any>} prompt @param {Record<string, any>} workflow
+   * @param {{previewMethod?: string}} [opts] `previewMethod` asks for live previews (api.md §1.1)
    */
-  queuePrompt(prompt, workflow) {
-    return this.post("/prompt", { client_id: this.clientId, prompt, extra_data: { extra_pnginfo: { workflow } } });
+  queuePrompt(prompt, workflow, opts = {}) {
+    /** @type {Record<string, any>} */
+    const extra = { extra_pnginfo: { workflow } };
+    if (opts.previewMethod) extra.preview_method = opts.previewMethod;
+    return this.post("/prompt", { client_id: this.clientId, prompt, extra_data: extra });
+  }
+
+  /** The user's stored settings ({} when none or unreachable). */
+  async settings() {
+    try {
+      return (await this.json("/settings")) ?? {};
+    } catch {
+      return {};
+    }
+  }
+
+  /** @param {string} id @param {any} value */
+  saveSetting(id, value) {
+    return this.post(`/settings/${encodeURIComponent(id)}`, value);
   }
 
   queue() {

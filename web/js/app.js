@@ -18,6 +18,8 @@ import { showMenu, showSearch, toast, askName } from "./ui.js";
 
 const AUTOSAVE_KEY = "kiln.workflow";
 const CLIPBOARD_KEY = "kiln.clipboard";
+/** Server-stored setting (api.md §10.4): send `preview_method: "auto"` with each prompt. */
+const LIVE_PREVIEW_SETTING = "Kiln.LivePreview";
 const NODE_COLORS = { red: ["#322", "#533"], brown: ["#332922", "#593930"], green: ["#232", "#353"], blue: ["#223", "#335"],
   purple: ["#323", "#535"], cyan: ["#233", "#355"], yellow: ["#432", "#653"] };
 
@@ -67,7 +69,7 @@ export class App {
     this.graph.nodeCreatedListeners.add((node) => {
       for (const ext of this.extensions) this.callExtension(ext, "nodeCreated", node);
     });
-    await this.loadDefs();
+    await Promise.all([this.loadDefs(), this.loadSettings()]);
     this.api.connect();
     await this.loadExtensions();
     await this.loadInitialWorkflow();
@@ -83,6 +85,16 @@ export class App {
       this.defs = {};
     }
     this.graph.updateDefs(this.defs);
+  }
+
+  /** Apply stored settings to the toolbar (live preview is on unless switched off). */
+  async loadSettings() {
+    const settings = await this.api.settings();
+    const box = /** @type {HTMLInputElement} */ (document.getElementById("live-preview"));
+    box.checked = settings[LIVE_PREVIEW_SETTING] !== false;
+    box.addEventListener("change", () => {
+      this.api.saveSetting(LIVE_PREVIEW_SETTING, box.checked).catch((e) => toast(e.message, "error"));
+    });
   }
 
   /** Re-read node definitions so combo lists show files added on the server. */
@@ -284,7 +296,8 @@ export class App {
         return;
       }
       try {
-        const res = await this.api.queuePrompt(prompt, this.serialize());
+        const live = /** @type {HTMLInputElement} */ (document.getElementById("live-preview")).checked;
+        const res = await this.api.queuePrompt(prompt, this.serialize(), { previewMethod: live ? "auto" : undefined });
         this.myPrompts.set(res.prompt_id, { number: res.number, size: Object.keys(prompt).length });
         if (res.node_errors && Object.keys(res.node_errors).length) this.showNodeErrors(res.node_errors);
       } catch (e) {
