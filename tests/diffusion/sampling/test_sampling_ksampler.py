@@ -135,3 +135,35 @@ def test_inpaint_unet_with_nine_channels_samples_finitely():
                    positive=cond, negative=cond,
                    latent={"samples": torch.randn(1, 4, 8, 8, generator=gen), "noise_mask": mask})
     assert torch.isfinite(out["samples"]).all()
+
+
+def test_sdxl_model_receives_pooled_and_size_conditioning_and_samples_finitely():
+    from diffusion import configs
+    from diffusion.latent_formats import SDXL
+    from diffusion.model_handle import ModelHandle
+    from diffusion.models.unet import UNetModel
+
+    config = {**configs.TINY_SDXL, "model_channels": 32, "channel_mult": [1], "num_res_blocks": [1],
+              "transformer_depth": [1], "transformer_depth_middle": 1,
+              "transformer_depth_output": [1, 1], "num_head_channels": 32, "adm_in_channels": 2816}
+    unet = UNetModel(**config)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    model = ModelHandle(unet.eval(), config, "sdxl", "eps", SDXL)
+    pos = [[torch.randn(1, 77, 32, generator=gen),
+            {"pooled_output": torch.randn(1, 1280, generator=gen), "width": 1024, "height": 1024}]]
+    neg = [[torch.zeros(1, 77, 32), {"pooled_output": torch.zeros(1, 1280)}]]
+    out = ksampler(model, seed=0, steps=2, cfg=5.0, sampler_name="dpmpp_2m", scheduler="karras",
+                   positive=pos, negative=neg, latent={"samples": torch.zeros(1, 4, 8, 8)})
+    assert torch.isfinite(out["samples"]).all()
+
+
+def test_v_prediction_model_samples_finitely(conds):
+    model = micro_model()
+    v_model = model.clone()
+    v_model.prediction = "v"
+    eps_out = run(model, conds)["samples"]
+    v_out = run(v_model, conds)["samples"]
+    assert torch.isfinite(v_out).all() and not torch.equal(eps_out, v_out)
