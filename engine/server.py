@@ -312,6 +312,10 @@ class Worker:
             result = state.executor.run(item.prompt_id, item.prompt,
                                         extra_data={**item.extra_data, **item.sensitive},
                                         outputs=item.outputs, emit=emit, interrupt=self.interrupt)
+            if result.status == "interrupted" and self.stop.is_set():
+                # Shutdown, not the user, stopped it: it stays queued and runs again at the next start.
+                log.info("prompt %s was stopped by the shutdown; it will run again", item.prompt_id)
+                return
             status_str = "success" if result.status == "success" else "error"
             entry = {"prompt": item.wire(), "outputs": result.outputs,
                      "status": {"status_str": status_str, "completed": status_str == "success",

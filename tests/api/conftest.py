@@ -42,6 +42,8 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)

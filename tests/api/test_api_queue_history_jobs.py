@@ -184,3 +184,18 @@ def test_free_drops_caches_and_unloads_models_through_the_executor(server):
     wait_for(lambda: unloaded)
     assert post(server, "/free", data=b"{oops", headers={"Content-Type": "application/json"}).json() == {
         "error": "Request body is not valid JSON"}
+
+
+def test_a_prompt_stopped_by_a_graceful_shutdown_stays_queued_for_the_next_start(start_server, base_dir):
+    from engine.queue import SqliteStore
+
+    server = start_server()
+    running = _block(server, seconds=1.0)
+    waiting = queue_prompt(server, chain(4))
+    server.stop()
+    store = SqliteStore(str(base_dir / "user" / "kiln_queue.sqlite3"))
+    assert [i.prompt_id for i in store.list()[1]] == [running, waiting] and store.history() == {}
+    store.close()
+    restarted = start_server()
+    assert wait_history(restarted, waiting)["status"]["status_str"] == "success"
+    assert wait_history(restarted, running)["status"]["status_str"] == "success"
