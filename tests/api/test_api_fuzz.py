@@ -1,11 +1,19 @@
 """Hypothesis fuzzing of the mutating and file routes: no 5xx, the server stays up, the queue stays usable."""
 
 import json
+import os
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from apitest_client import chain, get, http, post, queue_prompt, wait_history
+from conftest import LiveServer, make_registry
+from engine.cache import make_cache
+from engine.config import RuntimeConfig
+from engine.executor import Executor
+from engine.paths import Paths
+from engine.server import create_app
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -29,6 +37,22 @@ RAW = st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode()
 
 CONTENT_TYPES = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
                                  "multipart/form-data", "application/json; charset=latin-1", ""])
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the whole file, seeded with a queued marker prompt that fuzzing must not lose."""
+    base = tmp_path_factory.mktemp("fuzz")
+    for area in ("input", "output", "temp", "user"):
+        os.makedirs(base / area)
+    config = RuntimeConfig(base_directory=str(base))
+    paths = Paths.from_config(config)
+    registry = make_registry(paths)
+    live = LiveServer(create_app(config, registry, Executor(registry, cache=make_cache("classic"), paths=paths,
+                                                            config=config), paths=paths))
+    live.marker = queue_prompt(live, chain(77), prompt_id="fuzz-marker")
+    yield live
+    live.stop()
+
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
@@ -80,4 +104,9 @@ def test_after_fuzzing_the_server_is_up_and_the_queue_still_runs_prompts(server)
         assert http(server, "POST", "/prompt", data=body, headers={"Content-Type": content_type}).status == 400
     queue = get(server, "/queue").json()
     assert set(queue) == {"queue_running", "queue_pending"}
-    assert wait_history(server, queue_prompt(server, chain(11)))["outputs"] == {"2": {"text": ["11"]}}
+    assert all(len(item) == 5 for item in queue["queue_running"] + queue["queue_pending"])
+    assert wait_history(server, server.marker)["outputs"] == {"2": {"text": ["77"]}}
+    post(server, "/queue", {"clear": True})     # anything slow the fuzzer managed to queue
+    post(server, "/interrupt", {})
+    assert wait_history(server, queue_prompt(server, chain(11)), timeout=60)["outputs"] == {"2": {"text": ["11"]}}
+    assert all(entry["status"]["status_str"] in ("success", "error") for entry in get(server, "/history").json().values())
