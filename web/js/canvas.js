@@ -127,11 +127,18 @@ export class CanvasView {
    */
   widgetRects(node) {
     const rows = Math.max(node.inputs.length, node.outputs.length);
-    let y = node.pos[1] + rows * SLOT_H + 6;
+    const top = node.pos[1] + rows * SLOT_H + 6;
+    const visible = node.widgets.filter((w) => isVisibleWidget(w));
+    const multiline = visible.filter((w) => w.kind === "STRING" && w.options.multiline);
+    // Multiline text fields share the node's spare height unless images need it.
+    const rt = this.runtime.get(String(node.id));
+    const fixed = visible.length * WIDGET_H + 4;
+    const spare = rt?.images?.length || rt?.preview ? 0 : Math.max(0, node.pos[1] + node.size[1] - top - fixed);
+    const grow = multiline.length ? Math.max(WIDGET_H * 2, spare / multiline.length) : 0;
+    let y = top;
     const out = [];
-    for (const w of node.widgets) {
-      if (!isVisibleWidget(w)) continue;
-      const height = w.kind === "STRING" && w.options.multiline ? WIDGET_H * 3 - 4 : WIDGET_H - 4;
+    for (const w of visible) {
+      const height = multiline.includes(w) ? WIDGET_H - 4 + grow : WIDGET_H - 4;
       out.push({ w, x: node.pos[0] + 10, y, width: node.size[0] - 20, height });
       y += height + 4;
     }

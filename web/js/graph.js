@@ -22,7 +22,8 @@ const GRAPH_KEYS = new Set(["id", "revision", "last_node_id", "last_link_id", "n
 
 export const MODE_NORMAL = 0, MODE_MUTED = 2, MODE_BYPASS = 4;
 export const NODE_WIDTH = 240;
-export const TITLE_H = 26, SLOT_H = 22, WIDGET_H = 24;
+// Litegraph's metrics (slot 20, widget 20 + 4 gap), so node sizes saved by other editors fit exactly.
+export const TITLE_H = 26, SLOT_H = 20, WIDGET_H = 24;
 
 /** A node on the canvas. Keeps unknown keys of the file so re-saving loses nothing. */
 export class GraphNode {
@@ -74,7 +75,7 @@ export class GraphNode {
     const widgets = this.widgets.filter((w) => isVisibleWidget(w));
     let h = rows * SLOT_H + 6;
     for (const w of widgets) h += w.kind === "STRING" && w.options.multiline ? WIDGET_H * 3 : WIDGET_H;
-    return Math.max(h + 8, 30);
+    return Math.max(widgets.length ? h + 8 : h, 30);
   }
 }
 
