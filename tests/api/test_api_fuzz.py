@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from apitest_client import chain, get, http, post, queue_prompt, wait_history
-from conftest import LiveServer, make_registry
+from apitest_server import LiveServer, make_registry
 from engine.cache import make_cache
 from engine.config import RuntimeConfig
 from engine.executor import Executor
