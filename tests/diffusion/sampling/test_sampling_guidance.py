@@ -228,3 +228,19 @@ def test_eps_of_zero_keeps_the_start_so_the_output_shows_the_spec_noise_recipe()
     out = sample(model, noise=noise, positive=[const_cond(0.0)], negative=[const_cond(0.0)],
                  latent=latent, sigmas=partial, sampler_name="euler", cfg=7.0)
     assert torch.allclose(out, (noise * 2.0 + latent * 0.18215) / 0.18215, atol=1e-5)
+
+
+def test_legacy_controlnet_apply_also_steers_the_area_less_negative():
+    from diffusion.sampling.guidance import apply_control_to_uncond
+
+    model, _ = fake_model()
+    x = torch.zeros(1, 4, 8, 8)
+    control = object()
+    pos = prepared(model, [const_cond(1.0, control=control, control_apply_to_uncond=True)], x)
+    neg = prepared(model, [const_cond(0.0), const_cond(0.0, area=(4, 4, 0, 0))], x)
+    apply_control_to_uncond(pos, neg)
+    assert neg[0].control is control and neg[1].control is None
+    plain = prepared(model, [const_cond(1.0, control=control)], x)
+    neg2 = prepared(model, [const_cond(0.0)], x)
+    apply_control_to_uncond(plain, neg2)
+    assert neg2[0].control is None
