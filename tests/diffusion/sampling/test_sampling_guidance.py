@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from diffusion.sampling.guidance import (CFGDenoiser, ModelCall, calc_cond_batch, match_areas,
+from diffusion.sampling.guidance import (CFGDenoiser, ModelCall, apply_control_to_uncond,
+                                         calc_cond_batch, match_areas,
                                          prepare_conds, prepare_denoise_mask, resize_to_batch_size,
                                          size_embedding)
 from diffusion.sampling.ksampler import model_sampling_for, sample
@@ -231,8 +232,6 @@ def test_eps_of_zero_keeps_the_start_so_the_output_shows_the_spec_noise_recipe()
 
 
 def test_legacy_controlnet_apply_also_steers_the_area_less_negative():
-    from diffusion.sampling.guidance import apply_control_to_uncond
-
     model, _ = fake_model()
     x = torch.zeros(1, 4, 8, 8)
     control = object()
