@@ -428,3 +428,11 @@ def test_live_previews_are_requested_until_switched_off_and_the_choice_is_stored
     editor.page.wait_for_timeout(300)
     assert "preview_method" not in editor.server.prompts[-1]["extra_data"]
     assert editor.server.settings == {"Kiln.LivePreview": False}
+
+
+def test_long_value_lists_can_be_filtered_by_typing(editor):
+    r = editor.widget_rect(3, "sampler_name")
+    editor.page.mouse.click(r["x"] + r["width"] / 2, r["y"] + r["height"] / 2)
+    editor.page.get_by_role("textbox", name="Filter").fill("dpmpp_2m_sde_g")
+    editor.page.get_by_role("textbox", name="Filter").press("Enter")
+    assert editor.widget_value(3, "sampler_name") == "dpmpp_2m_sde_gpu"

@@ -28,6 +28,31 @@ const NODE_COLORS = { red: ["#322", "#533"], brown: ["#332922", "#593930"], gree
  *   [k: string]: any}} Extension
  */
 
+/** Keyboard and mouse reference shown by the "Keys" button. */
+const SHORTCUTS = [
+  ["Ctrl+Enter", "queue the graph"], ["Double-click canvas", "search and add a node"], ["Right-click", "menus"],
+  ["Drag canvas / middle button", "pan"], ["Wheel / pinch", "zoom"], ["Ctrl/Shift+drag", "box select"],
+  ["Drag output → input", "link (drop on canvas: search)"], ["Ctrl+C / Ctrl+V", "copy / paste"],
+  ["Ctrl+Z / Ctrl+Y", "undo / redo"], ["Delete", "remove selection"], ["Ctrl+M / Ctrl+B", "mute / bypass"],
+  ["Alt+C", "collapse"], ["Ctrl+G", "group selection"], [".", "fit view"], ["R", "refresh node lists"],
+  ["Ctrl+S / Ctrl+O", "save / open"],
+];
+
+function toggleShortcuts() {
+  const open = document.querySelector(".shortcuts");
+  if (open) return open.remove();
+  const panel = Object.assign(document.createElement("div"), { className: "shortcuts" });
+  const table = document.createElement("table");
+  for (const [key, what] of SHORTCUTS) {
+    const row = table.insertRow();
+    row.insertCell().textContent = key;
+    row.insertCell().textContent = what;
+  }
+  panel.appendChild(table);
+  panel.addEventListener("click", () => panel.remove());
+  document.body.appendChild(panel);
+}
+
 export class App {
   constructor() {
     this.api = new Api();
@@ -158,7 +183,13 @@ export class App {
    * @param {Record<string, any>} wf @param {{keepView?: boolean}} [opts]
    */
   loadWorkflow(wf, opts = {}) {
-    this.graph.configure(wf);
+    try {
+      this.graph.configure(wf);
+    } catch (e) {
+      toast(`Could not open the workflow: ${/** @type {Error} */ (e).message}`, "error");
+      this.undo.restore(this.undo.current);
+      return;
+    }
     this.view.selected.clear();
     this.view.runtime.clear();
     for (const n of this.graph.nodes.values()) this.showInputImage(n);
@@ -706,6 +737,7 @@ export class App {
     });
     on("clear-button", () => { this.graph.clear(); this.view.runtime.clear(); this.graph.changed(); this.commit(); });
     on("panel-button", () => document.body.classList.toggle("panel-open"));
+    on("keys-button", () => toggleShortcuts());
     document.getElementById("upload-input")?.addEventListener("change", (e) => {
       const input = /** @type {HTMLInputElement} */ (e.target);
       const file = input.files?.[0];

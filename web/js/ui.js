@@ -45,11 +45,34 @@ export function showMenu(items, at, depth = 0) {
     });
     el.appendChild(row);
   }
+  if (items.length > 12) addMenuFilter(el);
   document.body.appendChild(el);
+  el.querySelector("input")?.focus();
   const r = el.getBoundingClientRect();
   el.style.left = `${Math.max(0, Math.min(at[0], innerWidth - r.width - 4))}px`;
   el.style.top = `${Math.max(0, Math.min(at[1], innerHeight - r.height - 4))}px`;
   openMenus.push(el);
+}
+
+/**
+ * A type-to-filter field on top of long menus (e.g. 44 sampler names); Enter picks the first match.
+ * @param {HTMLElement} menu
+ */
+function addMenuFilter(menu) {
+  const input = Object.assign(document.createElement("input"), { className: "menu-filter", placeholder: "Filter" });
+  input.setAttribute("aria-label", "Filter");
+  const rows = () => /** @type {HTMLElement[]} */ ([...menu.querySelectorAll(".menu-item")]);
+  input.addEventListener("input", () => {
+    const q = input.value.toLowerCase();
+    for (const row of rows()) row.hidden = !(row.textContent ?? "").toLowerCase().includes(q);
+    for (const sep of menu.querySelectorAll(".menu-sep")) /** @type {HTMLElement} */ (sep).hidden = q !== "";
+  });
+  input.addEventListener("keydown", (e) => {
+    e.stopPropagation();
+    if (e.key === "Escape") closeMenus();
+    if (e.key === "Enter") rows().find((r) => !r.hidden)?.click();
+  });
+  menu.prepend(input);
 }
 
 addEventListener("pointerdown", (e) => {
