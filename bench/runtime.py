@@ -3,7 +3,8 @@
 It writes a random SD1.5 fp16 checkpoint (2.1 GB, key/shape list tests/fixtures/keys/sd15.tsv) into a
 temporary directory, then measures: load time and peak RSS growth during load against the in-memory
 size of the loaded weights; UNet forward time at 32×32 and 64×64 latents (batch 2) computing in fp32
-and bf16, with achieved GFLOP/s next to the machine's measured matmul rate; VAE decode at 512×512.
+and bf16, with achieved GFLOP/s next to the matmul rate measured right after each forward (the
+machine may be shared, so the load average is printed too); VAE decode at 512×512.
 
     .venv/bin/python bench/runtime.py [--keep DIR] [--repeat N]
 """
@@ -145,7 +146,7 @@ def main() -> None:
              unet_storage_dtype=str(next(model.unet.parameters()).dtype))
 
         rates = {str(d).removeprefix("torch."): round(matmul_gflops(d), 1) for d in (torch.float32, torch.bfloat16)}
-        emit(bench="matmul_2048", gflops=rates, threads=torch.get_num_threads(),
+        emit(bench="matmul_2048", gflops=rates, threads=torch.get_num_threads(), cpus=os.cpu_count(),
              cpu_native_bf16=cpu_has_native_bf16(), cpu_bf16_chosen=cpu_bf16_is_faster(),
              default_unet_compute_dtype=str(model.compute_dtype))
 
@@ -158,15 +159,17 @@ def main() -> None:
             for dtype in (torch.float32, torch.bfloat16):
                 with model.active("cpu", dtype) as unet:  # weights cast once here, not timed
                     seconds = timed(lambda: unet(x, t, ctx), args.repeat)
+                    rate = matmul_gflops(dtype)  # right after, so a busy machine affects both alike
                 name = str(dtype).removeprefix("torch.")
                 emit(bench="unet_forward", latent=f"{size}x{size}", batch=2, compute_dtype=name,
                      seconds=round(seconds, 3), gflop=round(flops / 1e9, 1),
-                     achieved_gflops=round(flops / seconds / 1e9, 1), matmul_gflops=rates[name])
+                     achieved_gflops=round(flops / seconds / 1e9, 1), matmul_gflops=round(rate, 1),
+                     load_average=round(os.getloadavg()[0], 1))
 
         z = torch.randn(1, 4, 64, 64, generator=gen)
         seconds = timed(lambda: vae.decode(z), args.repeat)
         emit(bench="vae_decode", image="512x512", batch=1, compute_dtype=str(vae.dtype).removeprefix("torch."),
-             seconds=round(seconds, 2))
+             seconds=round(seconds, 2), load_average=round(os.getloadavg()[0], 1))
 
 
 if __name__ == "__main__":
