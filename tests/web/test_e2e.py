@@ -90,13 +90,14 @@ def require_demo_model(editor):
         pytest.skip(f"the server does not provide {missing} yet")
 
 
-def test_a_graph_built_in_the_editor_runs_on_the_demo_model_and_shows_progress_and_the_image(live_editor, kiln_server):
+def test_a_graph_built_in_the_editor_runs_on_the_demo_model_and_its_png_reopens_the_workflow(live_editor, kiln_server):
     require_demo_model(live_editor)
     n = build_txt2img(live_editor, positive="a red circle on a white background, center", negative="")
     assert live_editor.widget_value(n["ck"], "ckpt_name") == DEMO_CHECKPOINT.name
     live_editor.set_widget_text(n["lat"], "width", "64")
     live_editor.set_widget_text(n["lat"], "height", "64")
     live_editor.js("() => { window.__events = []; app.api.on(m => window.__events.push(m.type)); }")
+    queued = live_editor.js("() => app.serialize().nodes.map(n => [n.id, n.type, n.widgets_values])")
     live_editor.page.locator("#graph-canvas").focus()
     live_editor.page.keyboard.press("Control+Enter")
     live_editor.page.wait_for_function("(id) => app.view.runtime.get(String(id))?.images?.[0]?.complete", arg=n["save"], timeout=120000)
@@ -105,23 +106,13 @@ def test_a_graph_built_in_the_editor_runs_on_the_demo_model_and_shows_progress_a
     live_editor.page.click("#panel-button")
     assert live_editor.page.locator("#gallery img").count() == 1
     live_editor.screenshot("e2e-finished-image.png")
-    assert list((Path(kiln_server["dirs"]) / "output").glob("*.png")), "SaveImage wrote a file"
+    (png,) = (Path(kiln_server["dirs"]) / "output").glob("*.png")
     assert live_editor.console_errors == []
 
-
-def test_the_saved_png_opens_its_workflow_again_by_drag_and_drop(live_editor, kiln_server):
-    require_demo_model(live_editor)
-    live_editor.js("""() => { for (const n of app.graph.nodes.values()) {  // one small, quick image
-        if (n.widget('batch_size')) n.widget('batch_size').value = 1;
-        if (n.widget('steps')) n.widget('steps').value = 6; } }""")
-    before = live_editor.js("() => app.serialize().nodes.map(n => [n.id, n.type, n.widgets_values])")
-    live_editor.page.keyboard.press("Control+Enter")
-    save = live_editor.js("() => [...app.graph.nodes.values()].find(n => n.type === 'SaveImage').id")
-    live_editor.page.wait_for_function("(id) => app.view.runtime.get(String(id))?.images?.[0]?.complete", arg=save, timeout=120000)
-    png = sorted((Path(kiln_server["dirs"]) / "output").glob("*.png"), key=lambda p: p.stat().st_mtime)[-1]
     live_editor.page.click("#clear-button")
     live_editor.drop_file(png.read_bytes(), png.name, "image/png")
-    assert live_editor.js("() => app.serialize().nodes.map(n => [n.id, n.type, n.widgets_values])") == before
+    reopened = live_editor.js("() => app.serialize().nodes.map(n => [n.id, n.type, n.widgets_values])")
+    assert reopened == queued, "the PNG written by SaveImage carries the workflow as it was queued"
 
 
 def test_a_real_validation_error_outlines_the_failing_node(live_editor):
