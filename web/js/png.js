@@ -3,6 +3,7 @@
  * Reading an embedded workflow out of a dropped file (workflows.md §4.2): PNG `tEXt`/`iTXt`/`comf`
  * chunks, or JSON. No DOM; the app passes the file's bytes.
  */
+import { isApiPrompt } from "./prompt.js";
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47];
 
@@ -48,7 +49,7 @@ export function parseWorkflowFile(bytes, name) {
     if (text.workflow) return { kind: "workflow", data: JSON.parse(text.workflow) };
     if (text.prompt) {
       const data = JSON.parse(text.prompt);
-      if (looksLikePrompt(data)) return { kind: "prompt", data };
+      if (isApiPrompt(data)) return { kind: "prompt", data };
     }
     throw new Error(`${name}: no workflow found in this PNG`);
   }
@@ -59,14 +60,7 @@ export function parseWorkflowFile(bytes, name) {
     throw new Error(`${name}: not a workflow JSON or PNG file`);
   }
   if (data && Array.isArray(data.nodes)) return { kind: "workflow", data };
-  if (looksLikePrompt(data)) return { kind: "prompt", data };
+  if (isApiPrompt(data)) return { kind: "prompt", data };
   throw new Error(`${name}: JSON is neither an editor workflow nor an API prompt`);
 }
 
-/** @param {any} data */
-function looksLikePrompt(data) {
-  if (!data || typeof data !== "object" || Array.isArray(data)) return false;
-  const vals = Object.values(data);
-  return vals.length > 0 && vals.every((n) => n && typeof n === "object" && typeof n.class_type === "string" &&
-    n.inputs && typeof n.inputs === "object");
-}
