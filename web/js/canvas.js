@@ -4,7 +4,7 @@
  * Menus, search and file dialogs are supplied by the app shell through `ViewHooks`.
  */
 import { TITLE_H, SLOT_H, WIDGET_H, MODE_MUTED, MODE_BYPASS, isVisibleWidget } from "./graph.js";
-import { CONTROL_VALUES } from "./nodedefs.js";
+import { CONTROL_VALUES, typesCompatible } from "./nodedefs.js";
 
 /** @typedef {import("./graph.js").Graph} Graph */
 /** @typedef {import("./graph.js").GraphNode} GraphNode */
@@ -934,8 +934,12 @@ export class CanvasView {
     }
     // Slots.
     ctx.font = "12px sans-serif";
+    // While a link is dragged, inputs that cannot take its type fade out.
+    const dragType = this.drag?.kind === "link" && this.drag.moved ? this.drag.type : null;
+    const base = ctx.globalAlpha;
     n.inputs.forEach((inp, i) => {
       const [sx, sy] = this.inputPos(n, i);
+      ctx.globalAlpha = dragType && !typesCompatible(dragType, inp.type) ? base * 0.25 : base;
       ctx.fillStyle = typeColor(inp.type === "*" && n.type === "Reroute" ? n.outputs[0]?.type ?? "*" : inp.type);
       ctx.beginPath();
       ctx.arc(sx, sy, inp.link != null ? 5 : 4, 0, Math.PI * 2);
@@ -946,6 +950,7 @@ export class CanvasView {
         ctx.fillText(inp.label ?? inp.name, sx + 10, sy);
       }
     });
+    ctx.globalAlpha = base;
     n.outputs.forEach((out, i) => {
       const [sx, sy] = this.outputPos(n, i);
       ctx.fillStyle = typeColor(out.type);
