@@ -93,6 +93,21 @@ def unet_flops(config: dict, size: int) -> float:
     return counter.get_total_flops()
 
 
+def vae_decode_flops(vae: torch.nn.Module, shape: torch.Size) -> float:
+    """FLOPs of one VAE decode of a latent of `shape`, counted on a meta-device copy of the architecture."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffusion.detect import vae_config
+    from diffusion.models.vae import AutoencoderKL
+
+    cfg = vae_config({k: tuple(v.shape) for k, v in vae.state_dict().items()})
+    with torch.device("meta"):
+        model, z = AutoencoderKL(**cfg), torch.empty(shape)
+    with FlopCounterMode(display=False) as counter:
+        model.decode(z)
+    return counter.get_total_flops()
+
+
 def timed(fn, repeat: int) -> float:
     """Best wall time of `repeat` calls after one warm-up call (first calls fault in mmap'd pages)."""
     fn()
@@ -167,9 +182,11 @@ def main() -> None:
                      load_average=round(os.getloadavg()[0], 1))
 
         z = torch.randn(1, 4, 64, 64, generator=gen)
+        flops = vae_decode_flops(vae.model, z.shape)
         seconds = timed(lambda: vae.decode(z), args.repeat)
         emit(bench="vae_decode", image="512x512", batch=1, compute_dtype=str(vae.dtype).removeprefix("torch."),
-             seconds=round(seconds, 2), load_average=round(os.getloadavg()[0], 1))
+             seconds=round(seconds, 2), gflop=round(flops / 1e9, 1), achieved_gflops=round(flops / seconds / 1e9, 1),
+             load_average=round(os.getloadavg()[0], 1))
 
 
 if __name__ == "__main__":
