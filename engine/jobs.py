@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from engine.queue import QueueItem
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # engine.queue imports this module to summarise history entries
+    from engine.queue import QueueItem
+
+# history_page(statuses, workflow_id, sort_by, descending, limit) -> (total, jobs in order, ties by age)
+HistoryPage = Callable[[set[str], "str | None", str, bool, "int | None"], tuple[int, list[dict]]]
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 PREVIEW_KEYS = ("images", "video", "audio")
@@ -101,9 +108,21 @@ def _parse_int(value: str | None, name: str) -> int | None:
         raise JobQueryError(f"{name} must be an integer") from None
 
 
+def sort_key(job: dict, sort_by: str) -> int:
+    """created_at: create_time; execution_duration: end - start (0 when either is missing)."""
+    if sort_by == "created_at":
+        return job.get("create_time") or 0
+    start, end = job.get("execution_start_time"), job.get("execution_end_time")
+    return end - start if start is not None and end is not None else 0
+
+
 def list_jobs(query: dict[str, str], running: list[QueueItem], pending: list[QueueItem],
-              history: dict[str, dict]) -> dict:
-    """GET /jobs: filter, sort and paginate (api.md §5.2); raises JobQueryError for bad params."""
+              history_page: HistoryPage) -> dict:
+    """GET /jobs: filter, sort and paginate (api.md §5.2); raises JobQueryError for bad params.
+
+    Queue jobs are few and built here; history jobs come pre-filtered and pre-sorted from the store,
+    only as many as the requested page needs.
+    """
     wanted = set(STATUSES)
     if "status" in query:
         values = [v.strip().lower() for v in query["status"].split(",") if v.strip()]
@@ -123,24 +142,21 @@ def list_jobs(query: dict[str, str], running: list[QueueItem], pending: list[Que
     if limit is not None and limit <= 0:
         raise JobQueryError("limit must be a positive integer")
     offset = max(_parse_int(query.get("offset"), "offset") or 0, 0)
+    workflow_id = query.get("workflow_id")
 
     jobs = []
     if "in_progress" in wanted:
         jobs += [queue_job(i, "in_progress") for i in running]
     if "pending" in wanted:
         jobs += [queue_job(i, "pending") for i in pending]
-    jobs += [j for j in (history_job(pid, e) for pid, e in history.items()) if j["status"] in wanted]
-    if "workflow_id" in query:
-        jobs = [j for j in jobs if j.get("workflow_id") == query["workflow_id"]]
-
-    def key(job: dict):
-        if sort_by == "created_at":
-            return job.get("create_time") or 0
-        start, end = job.get("execution_start_time"), job.get("execution_end_time")
-        return end - start if start is not None and end is not None else 0
-
-    jobs.sort(key=key, reverse=sort_order == "desc")
-    total = len(jobs)
+    if workflow_id is not None:
+        jobs = [j for j in jobs if j.get("workflow_id") == workflow_id]
+    history_total, history_jobs = history_page(
+        wanted & {"completed", "failed", "cancelled"}, workflow_id, sort_by, sort_order == "desc",
+        None if limit is None else offset + limit)
+    total = len(jobs) + history_total
+    jobs += history_jobs
+    jobs.sort(key=lambda job: sort_key(job, sort_by), reverse=sort_order == "desc")   # stable: queue first
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
     return {"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": total,
                                          "has_more": offset + len(page) < total}}

@@ -9,6 +9,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from engine import jobs
+
 Number = int | float
 
 
@@ -36,6 +38,8 @@ class PromptStore(Protocol):
     def list(self) -> tuple[list[QueueItem], list[QueueItem]]: ...
     def history(self, max_items: int | None = None, offset: int | None = None) -> dict[str, dict]: ...
     def history_entry(self, prompt_id: str) -> dict | None: ...
+    def history_jobs(self, statuses: set[str], workflow_id: str | None, sort_by: str, descending: bool,
+                     limit: int | None) -> tuple[int, list[dict]]: ...
     def delete_pending(self, prompt_ids: list[str] | None) -> int: ...
     def delete_history(self, prompt_ids: list[str] | None) -> None: ...
     def is_queued(self, prompt_id: str) -> bool: ...
@@ -56,9 +60,23 @@ CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     prompt_id TEXT NOT NULL UNIQUE,
     number REAL NOT NULL,
+    status TEXT NOT NULL,
+    create_time INTEGER NOT NULL,
+    duration INTEGER NOT NULL,
+    workflow_id TEXT,
+    job TEXT NOT NULL,
     entry TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS history_seq ON history (seq, prompt_id);
 """
+# The small job-summary columns come before the large `entry` so /jobs never reads entries.
+
+
+def _job_columns(prompt_id: str, entry: dict) -> tuple:
+    """(status, create_time, duration, workflow_id, job JSON) summarising a history entry for /jobs."""
+    job = jobs.history_job(prompt_id, entry)
+    return (job["status"], job.get("create_time") or 0, jobs.sort_key(job, "execution_duration"),
+            job.get("workflow_id"), json.dumps(job))
 
 
 def _item_from_json(text: str) -> QueueItem:
@@ -80,11 +98,25 @@ class SqliteStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(history)")]
+        if columns and "job" not in columns:
+            self._add_job_columns()
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.recovered = self._db.execute("UPDATE queue SET running = 0 WHERE running = 1").rowcount
         self._history_count = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+
+    def _add_job_columns(self) -> None:
+        """Rebuild a history table written before the job-summary columns existed."""
+        self._db.execute("ALTER TABLE history RENAME TO history_old")
+        self._db.executescript(_SCHEMA)
+        rows = self._db.execute("SELECT prompt_id, number, entry FROM history_old ORDER BY seq").fetchall()
+        self._db.executemany(
+            "INSERT INTO history (prompt_id, number, status, create_time, duration, workflow_id, job, entry) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(pid, number, *_job_columns(pid, json.loads(entry)), entry) for pid, number, entry in rows])
+        self._db.execute("DROP TABLE history_old")
 
     def close(self) -> None:
         with self._lock:
@@ -119,12 +151,16 @@ class SqliteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
-                updated = self._db.execute("UPDATE history SET entry = ?, number = ? WHERE prompt_id = ?",
-                                           (json.dumps(entry), number, prompt_id)).rowcount
+                summary = _job_columns(prompt_id, entry)
+                updated = self._db.execute(
+                    "UPDATE history SET number = ?, status = ?, create_time = ?, duration = ?, workflow_id = ?, "
+                    "job = ?, entry = ? WHERE prompt_id = ?",
+                    (number, *summary, json.dumps(entry), prompt_id)).rowcount
                 count = self._history_count
                 if not updated:
-                    self._db.execute("INSERT INTO history (prompt_id, number, entry) VALUES (?, ?, ?)",
-                                     (prompt_id, number, json.dumps(entry)))
+                    self._db.execute(
+                        "INSERT INTO history (prompt_id, number, status, create_time, duration, workflow_id, job, "
+                        "entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (prompt_id, number, *summary, json.dumps(entry)))
                     count += 1
                 if count > self.max_history:
                     count -= self._db.execute(
@@ -152,9 +188,30 @@ class SqliteStore:
             if start is None:
                 start = max(total - max_items, 0) if max_items is not None else 0
             limit = max_items if max_items is not None else -1
-            rows = self._db.execute("SELECT prompt_id, entry FROM history ORDER BY seq LIMIT ? OFFSET ?",
-                                    (limit, start)).fetchall()
+            # Page through the small (seq, prompt_id) index first; only the chosen rows' entries are read.
+            rows = self._db.execute(
+                "SELECT h.prompt_id, h.entry FROM (SELECT seq FROM history INDEXED BY history_seq ORDER BY seq "
+                "LIMIT ? OFFSET ?) AS page JOIN history AS h ON h.seq = page.seq ORDER BY h.seq",
+                (limit, start)).fetchall()
         return {prompt_id: json.loads(entry) for prompt_id, entry in rows}
+
+    def history_jobs(self, statuses: set[str], workflow_id: str | None, sort_by: str, descending: bool,
+                     limit: int | None) -> tuple[int, list[dict]]:
+        """(count, job summaries) of history jobs with these statuses, sorted, ties oldest first."""
+        if not statuses:
+            return 0, []
+        where = f"status IN ({', '.join('?' * len(statuses))})"
+        params: list = sorted(statuses)
+        if workflow_id is not None:
+            where += " AND workflow_id = ?"
+            params.append(workflow_id)
+        key = "create_time" if sort_by == "created_at" else "duration"
+        order = f"{key} {'DESC' if descending else 'ASC'}, seq"
+        with self._lock:
+            (total,) = self._db.execute(f"SELECT COUNT(*) FROM history WHERE {where}", params).fetchone()
+            rows = self._db.execute(f"SELECT job FROM history WHERE {where} ORDER BY {order} LIMIT ?",
+                                    [*params, -1 if limit is None else limit]).fetchall()
+        return total, [json.loads(job) for (job,) in rows]
 
     def history_entry(self, prompt_id: str) -> dict | None:
         with self._lock:

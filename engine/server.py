@@ -680,7 +680,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     store = request.app[STATE].store
     running, pending = store.list()
     try:
-        return _json(list_jobs(dict(request.query), running, pending, store.history()))
+        return _json(list_jobs(dict(request.query), running, pending, store.history_jobs))
     except JobQueryError as exc:
         return _error(str(exc))
 

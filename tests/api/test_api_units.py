@@ -110,3 +110,24 @@ def test_the_token_can_come_from_the_environment_or_be_generated_into_the_user_d
     assert stat.S_IMODE(os.stat(stored).st_mode) == 0o600
     (tmp_path / "t.txt").write_text("from-file\n")
     assert security_policy(RuntimeConfig(token_file=str(tmp_path / "t.txt")), paths).token == "from-file"
+
+
+def test_a_history_table_from_before_the_job_columns_is_upgraded_in_place(tmp_path):
+    import json
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE history (seq INTEGER PRIMARY KEY AUTOINCREMENT, prompt_id TEXT NOT NULL UNIQUE, "
+                     "number REAL NOT NULL, entry TEXT NOT NULL)")
+    entry = {"prompt": [3, "old", {}, {"create_time": 5}, []], "outputs": {},
+             "status": {"status_str": "error", "completed": False,
+                        "messages": [["execution_interrupted", {"prompt_id": "old", "timestamp": 9}]]}}
+    db.execute("INSERT INTO history (prompt_id, number, entry) VALUES ('old', 3, ?)", (json.dumps(entry),))
+    db.commit()
+    db.close()
+    store = SqliteStore(str(path))
+    assert store.history_entry("old") == entry
+    assert store.history_jobs({"cancelled"}, None, "created_at", True, None) == (1, [
+        {"id": "old", "status": "cancelled", "priority": 3, "create_time": 5, "execution_end_time": 9,
+         "outputs_count": 0}])
