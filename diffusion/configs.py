@@ -43,12 +43,12 @@ VAE: dict[str, Any] = {
     "z_channels": 4, "embed_dim": 4,
 }
 
-# Per-family settings that are not shapes (checkpoints.md §3.2): how heads are counted, latent format.
+# Per-family settings that are not shapes (checkpoints.md §3.2): how heads are counted, attention precision.
 FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
-    "sd1": {"num_heads": 8, "num_head_channels": -1, "attention_upcast": False, "latent_format": "sd15"},
-    "sd2": {"num_heads": -1, "num_head_channels": 64, "attention_upcast": True, "latent_format": "sd15"},
-    "sdxl": {"num_heads": -1, "num_head_channels": 64, "attention_upcast": False, "latent_format": "sdxl"},
-    "sdxl_refiner": {"num_heads": -1, "num_head_channels": 64, "attention_upcast": False, "latent_format": "sdxl"},
+    "sd1": {"num_heads": 8, "num_head_channels": -1, "attention_upcast": False},
+    "sd2": {"num_heads": -1, "num_head_channels": 64, "attention_upcast": True},
+    "sdxl": {"num_heads": -1, "num_head_channels": 64, "attention_upcast": False},
+    "sdxl_refiner": {"num_heads": -1, "num_head_channels": 64, "attention_upcast": False},
 }
 
 # Tiny configurations in the same layouts, for tests and demo models (seconds on a CPU).

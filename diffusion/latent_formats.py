@@ -15,7 +15,6 @@ class LatentFormat:
     scale_factor: float
     rgb_factors: tuple[tuple[float, float, float], ...]  # rows = latent channels, cols = R, G, B
     rgb_bias: tuple[float, float, float] | None = None
-    channels: int = 4
 
     def process_in(self, latent: Tensor) -> Tensor:
         """Raw VAE latent → the sampler's space."""
@@ -50,9 +49,6 @@ SDXL = LatentFormat(
                  (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188)),
     rgb_bias=(0.1084, -0.0175, -0.0011),
 )
-
-LATENT_FORMATS: dict[str, LatentFormat] = {"sd15": SD15, "sdxl": SDXL}
-
 
 def for_family(family: str) -> LatentFormat:
     """The latent format of a model family (`sd1`, `sd2` → SD15; `sdxl*` → SDXL)."""
