@@ -78,3 +78,36 @@ def test_the_javascript_and_python_converters_agree():
                           input=json.dumps({"workflows": list(cases.values()), "defs": defs}), text=True, timeout=60)
     for (name, wf), js in zip(cases.items(), json.loads(proc.stdout)):
         assert js == workflow.editor_to_api(copy.deepcopy(wf), defs), name
+
+
+ROUNDTRIP_JS = """
+import { Graph } from "./web/js/graph.js";
+let text = "";
+process.stdin.on("data", (d) => (text += d));
+process.stdin.on("end", () => {
+  const { workflows, defs } = JSON.parse(text);
+  process.stdout.write(JSON.stringify(workflows.map((wf) => { const g = new Graph(defs); g.configure(wf); return g.serialize(); })));
+});
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_every_shipped_workflow_loads_resaves_unchanged_and_converts_like_the_cli(tmp_path):
+    from engine.config import RuntimeConfig
+    from engine.paths import Paths
+    from engine.registry import build_registry
+
+    config = RuntimeConfig(base_directory=str(ROOT), output_directory=str(tmp_path), temp_directory=str(tmp_path))
+    defs = build_registry(Paths.from_config(config), custom_nodes=False).object_info()
+    shipped = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "workflows").glob("*.json"))}
+    assert "default" in shipped
+    payload = json.dumps({"workflows": list(shipped.values()), "defs": defs})
+    saved = subprocess.run(["node", "--input-type=module", "-e", ROUNDTRIP_JS], cwd=ROOT, check=True, capture_output=True,
+                           input=payload, text=True, timeout=60)
+    converted = subprocess.run(["node", "--input-type=module", "-e", CONVERT_JS], cwd=ROOT, check=True, capture_output=True,
+                               input=payload, text=True, timeout=60)
+    # `order` is informational and the editor recomputes it (a topological order) on every save.
+    unordered = lambda doc: {**doc, "nodes": [{k: v for k, v in n.items() if k != "order"} for n in doc["nodes"]]}  # noqa: E731
+    for (name, wf), resaved, js in zip(shipped.items(), json.loads(saved.stdout), json.loads(converted.stdout)):
+        assert unordered(resaved) == unordered(wf), f"{name} changes when the editor opens and saves it"
+        assert js == workflow.editor_to_api(copy.deepcopy(wf), defs), name
