@@ -1213,10 +1213,8 @@ async def get_userdata_file(request: web.Request) -> web.StreamResponse:
 
 
 def _write_reply(state: ServerState, path: str, full_info: bool) -> web.Response:
-    root = _user_root(state)
-    if full_info:
-        return _json(_file_info(root, path))
-    return _json(os.path.relpath(path, os.path.realpath(root)).replace(os.sep, "/"))
+    root = os.path.realpath(_user_root(state))   # `path` is a realpath too
+    return _json(_file_info(root, path) if full_info else os.path.relpath(path, root).replace(os.sep, "/"))
 
 
 async def post_userdata_file(request: web.Request) -> web.Response:

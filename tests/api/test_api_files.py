@@ -101,3 +101,13 @@ def test_user_data_files_round_trip_and_stored_html_is_never_rendered(server):
     moved = post(server, "/api/userdata/workflows%2Fmy%20flow.json/move/workflows%2Frenamed.json")
     assert moved.json() == "workflows/renamed.json"
     assert http(server, "DELETE", "/api/userdata/workflows%2Frenamed.json").status == 204
+
+
+def test_user_data_writes_report_full_info_and_refuse_overwriting_on_move(server):
+    info = post(server, "/api/userdata/workflows%2Fa.json?full_info=true", data=b"{}").json()
+    assert info["path"] == "workflows/a.json" and info["size"] == 2 and isinstance(info["modified"], float)
+    post(server, "/api/userdata/workflows%2Fb.json", data=b"{}")
+    assert post(server, "/api/userdata/workflows%2Fa.json/move/workflows%2Fb.json?overwrite=false").status == 409
+    assert post(server, "/api/userdata/workflows%2Fmissing.json/move/workflows%2Fc.json").status == 404
+    split = get(server, "/api/userdata?dir=workflows&split=true").json()
+    assert split == [["a.json", "a.json"], ["b.json", "b.json"]]
