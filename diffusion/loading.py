@@ -15,9 +15,13 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from diffusion import configs, detect, devices, memory
+from diffusion import detect, devices, memory
+from diffusion.keymaps.controlnet import diffusers_controlnet_to_ldm, is_diffusers_controlnet, t2i_adapter_to_ldm
+from diffusion.keymaps.unet import diffusers_unet_to_ldm, is_diffusers_unet
+from diffusion.keymaps.vae import diffusers_vae_to_ldm, is_diffusers_vae
 from diffusion.latent_formats import for_family
 from diffusion.model_handle import ModelHandle
+from diffusion.models import storage_dtype
 from diffusion.models.controlnet import ControlNet, t2i_adapter_from_shapes
 from diffusion.models.unet import UNetModel
 from diffusion.models.vae import AutoencoderKL
@@ -147,7 +151,7 @@ def model_handle_from(unet_sd: StateDict, info: detect.CheckpointInfo, options: 
     """A ModelHandle for detected UNet weights (keys without prefix)."""
     unet = build(lambda: UNetModel(**info.unet_config), unet_sd, options, "UNet", weight_dtype)
     device = devices.compute_device(options)
-    dtype = devices.unet_dtype(device, _main_dtype(unet), options)
+    dtype = devices.unet_dtype(device, storage_dtype(unet), options)
     return ModelHandle(unet, info.unet_config, info.family, info.prediction, for_family(info.family),
                        load_device=device, compute_dtype=dtype, options={"sampling": dict(info.sampling_options)})
 
@@ -157,7 +161,7 @@ def vae_handle_from(vae_sd: StateDict, family: str, options: object) -> VAEHandl
     cfg = detect.vae_config(shapes_of(vae_sd))
     vae = build(lambda: AutoencoderKL(**cfg), vae_sd, options, "VAE")
     device = devices.compute_device(options)
-    return VAEHandle(vae, for_family(family), device=device, dtype=devices.vae_dtype(device, _main_dtype(vae), options))
+    return VAEHandle(vae, for_family(family), device=device, dtype=devices.vae_dtype(device, storage_dtype(vae), options))
 
 
 def _load_clip(sd: StateDict, family: str, options: object) -> Any:
@@ -168,12 +172,6 @@ def _load_clip(sd: StateDict, family: str, options: object) -> Any:
         return None
     force = getattr(options, "force_fp32", False) or getattr(options, "fp32_text_enc", False)
     return clip_from_state_dict(sd, family, torch.float32 if force else torch.float16)
-
-
-def _main_dtype(module: nn.Module) -> torch.dtype:
-    from diffusion.models import storage_dtype
-
-    return storage_dtype(module)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +189,6 @@ def load_unet(path: str | os.PathLike, *, config: object = None, weight_dtype: t
 
     def load() -> ModelHandle:
         sd = read_state_dict(path)
-        from diffusion.keymaps.unet import diffusers_unet_to_ldm, is_diffusers_unet
-
         if is_diffusers_unet(sd.keys()):
             sd = diffusers_unet_to_ldm(sd)
         shapes = shapes_of(sd)
@@ -211,8 +207,6 @@ def load_vae(path: str | os.PathLike, *, config: object = None, family: str | No
     options = config or devices.RuntimeOptions()
 
     def load() -> VAEHandle:
-        from diffusion.keymaps.vae import diffusers_vae_to_ldm, is_diffusers_vae
-
         sd = read_state_dict(path)
         if detect.VAE_PREFIX + "decoder.conv_in.weight" in sd:
             sd = sub_dict(sd, detect.VAE_PREFIX)
@@ -249,8 +243,6 @@ def load_controlnet(path: str | os.PathLike, *, config: object = None) -> Contro
         if "difference" in sd:
             raise detect.UnsupportedModel("diff ControlNets (with a 'difference' key) need the base model and "
                                           "are not supported yet")
-        from diffusion.keymaps.controlnet import diffusers_controlnet_to_ldm, is_diffusers_controlnet
-
         if is_diffusers_controlnet(sd.keys()):
             sd = diffusers_controlnet_to_ldm(sd)
         shapes = shapes_of(sd)
@@ -260,16 +252,14 @@ def load_controlnet(path: str | os.PathLike, *, config: object = None) -> Contro
             family, cfg, hint = detect.detect_controlnet(shapes)
             model = build(lambda: ControlNet(hint_channels=hint, **cfg),
                           sub_dict(sd, detect.controlnet_prefix(shapes)), options, "ControlNet")
-            dtype = devices.unet_dtype(device, _main_dtype(model), options)
+            dtype = devices.unet_dtype(device, storage_dtype(model), options)
             return ControlModel(model, "controlnet", family, device, dtype,
                                 global_average_pooling=name.endswith(("_shuffle", "_shuffle_fp16")))
         if kind == "t2i_adapter":
-            from diffusion.keymaps.controlnet import t2i_adapter_to_ldm
-
             sd = t2i_adapter_to_ldm(sd)
             shapes = shapes_of(sd)
             model = build(lambda: t2i_adapter_from_shapes(shapes), sd, options, "T2I-Adapter")
-            return ControlModel(model, "t2i_adapter", None, device, devices.unet_dtype(device, _main_dtype(model), options))
+            return ControlModel(model, "t2i_adapter", None, device, devices.unet_dtype(device, storage_dtype(model), options))
         raise detect.UnknownModelFile(f"{os.path.basename(os.fspath(path))} is a {kind} file, "
                                       "not a ControlNet or T2I-Adapter")
 

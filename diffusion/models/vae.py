@@ -1,7 +1,6 @@
 """AutoencoderKL (the SD 1.x / 2.x / SDXL VAE) in the LDM module layout (keys under `first_stage_model.`)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
