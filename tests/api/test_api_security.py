@@ -204,3 +204,11 @@ def test_a_non_loopback_listen_without_a_token_refuses_to_start(tmp_path):
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert result.returncode != 0
     assert "--token" in result.stderr and "--allow-unauthenticated-remote" in result.stderr
+
+
+def test_token_mode_still_checks_the_host_and_origin(start_server):
+    server = start_server(policy=SecurityPolicy(token="T0k"))
+    auth = {"Authorization": "Bearer T0k"}
+    assert get(server, "/api/queue", headers={**auth, "Host": f"attacker.example:{server.port}"}).status == 403
+    assert get(server, "/api/queue", headers={**auth, "Origin": "http://evil.example"}).status == 403
+    assert get(server, "/?token=T0k", headers={"Host": f"attacker.example:{server.port}"}).status == 403
