@@ -249,6 +249,8 @@ class Editor:
             }""",
             [list(data), name, mime, at[0], at[1]],
         )
+        # Opening reads the file asynchronously; it ends with a toast naming the file.
+        self.page.wait_for_function("(n) => [...document.querySelectorAll('.toast')].some(t => t.textContent.includes(n))", arg=name)
 
     def screenshot(self, name: str):
         ARTIFACTS.mkdir(exist_ok=True)

@@ -290,11 +290,12 @@ export class App {
     showMenu(items, at);
   }
 
-  /** @param {string} name */
+  /** Open a shipped workflow, framed in the view. @param {string} name */
   async openTemplate(name) {
     const wf = await this.api.template(name);
-    if (wf) this.loadWorkflow(wf);
-    else toast(`Workflow ${name} not found`, "error");
+    if (!wf) return toast(`Workflow ${name} not found`, "error");
+    this.loadWorkflow(wf);
+    this.view.fitView();
   }
 
   /** @param {string} file */
@@ -687,7 +688,7 @@ export class App {
     if (!nodes.length) return;
     const list = /** @type {GraphNode[]} */ (nodes);
     const x0 = Math.min(...list.map((n) => n.pos[0])) - 20, y0 = Math.min(...list.map((n) => n.pos[1] - TITLE_H)) - 50;
-    const x1 = Math.max(...list.map((n) => n.pos[0] + n.size[0])) + 20, y1 = Math.max(...list.map((n) => n.pos[1] + n.size[1])) + 20;
+    const x1 = Math.max(...list.map((n) => n.pos[0] + n.size[0])) + 20, y1 = Math.max(...list.map((n) => n.pos[1] + n.height)) + 20;
     this.graph.addGroup([x0, y0, x1 - x0, y1 - y0]);
     this.commit();
   }

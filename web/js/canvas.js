@@ -133,7 +133,7 @@ export class CanvasView {
     // Multiline text fields share the node's spare height unless images need it.
     const rt = this.runtime.get(String(node.id));
     const fixed = visible.length * WIDGET_H + 4;
-    const spare = rt?.images?.length || rt?.preview ? 0 : Math.max(0, node.pos[1] + node.size[1] - top - fixed);
+    const spare = rt?.images?.length || rt?.preview ? 0 : Math.max(0, node.pos[1] + node.height - top - fixed);
     const grow = multiline.length ? Math.max(WIDGET_H * 2, spare / multiline.length) : 0;
     let y = top;
     const out = [];
@@ -149,7 +149,7 @@ export class CanvasView {
   nodeClientRect(id) {
     const n = /** @type {GraphNode} */ (this.graph.nodes.get(id));
     const [x, y] = this.toClient(n.pos[0], n.pos[1] - TITLE_H);
-    return { x, y, width: n.size[0] * this.ds.scale, height: (n.size[1] + TITLE_H) * this.ds.scale };
+    return { x, y, width: n.size[0] * this.ds.scale, height: (n.height + TITLE_H) * this.ds.scale };
   }
 
   /** Client position of a slot centre. @param {number} id @param {"in"|"out"} side @param {number} i */
@@ -183,7 +183,7 @@ export class CanvasView {
   /** Frame all nodes (or the selection) in the view. */
   fitView(onlySelected = false) {
     const nodes = [...this.graph.nodes.values()].filter((n) => !onlySelected || this.selected.has(n.id));
-    const boxes = [...nodes.map((n) => [n.pos[0], n.pos[1] - TITLE_H, n.size[0], n.size[1] + TITLE_H]),
+    const boxes = [...nodes.map((n) => [n.pos[0], n.pos[1] - TITLE_H, n.size[0], n.height + TITLE_H]),
       ...(onlySelected ? [] : this.graph.groups.map((g) => g.bounding))];
     if (!boxes.length) {
       this.ds = { scale: 1, offset: [0, 0] };
@@ -232,7 +232,7 @@ export class CanvasView {
     for (let i = order.length - 1; i >= 0; i--) {
       const n = order[i];
       const w = n.flags.collapsed ? collapsedWidth(n) : n.size[0];
-      const h = n.flags.collapsed ? 0 : n.size[1];
+      const h = n.flags.collapsed ? 0 : n.height;
       if (p[0] >= n.pos[0] - 6 && p[0] <= n.pos[0] + w + 6 && p[1] >= n.pos[1] - TITLE_H && p[1] <= n.pos[1] + h) return n;
     }
     return null;
@@ -388,7 +388,7 @@ export class CanvasView {
         return;
       }
       if (!node.flags.collapsed) {
-        if (p[0] > node.pos[0] + node.size[0] - RESIZE && p[1] > node.pos[1] + node.size[1] - RESIZE) {
+        if (p[0] > node.pos[0] + node.size[0] - RESIZE && p[1] > node.pos[1] + node.height - RESIZE) {
           this.drag = { ...start, kind: "resize", node: node.id, size: [...node.size] };
           return;
         }
@@ -539,7 +539,7 @@ export class CanvasView {
         const [x0, x1] = [Math.min(d.graph[0], p[0]), Math.max(d.graph[0], p[0])];
         const [y0, y1] = [Math.min(d.graph[1], p[1]), Math.max(d.graph[1], p[1])];
         for (const n of this.graph.nodes.values()) {
-          if (n.pos[0] < x1 && n.pos[0] + n.size[0] > x0 && n.pos[1] - TITLE_H < y1 && n.pos[1] + n.size[1] > y0) this.selected.add(n.id);
+          if (n.pos[0] < x1 && n.pos[0] + n.size[0] > x0 && n.pos[1] - TITLE_H < y1 && n.pos[1] + n.height > y0) this.selected.add(n.id);
         }
         break;
       }
@@ -798,7 +798,7 @@ export class CanvasView {
     const detail = s >= 0.45;
     for (const n of this.drawOrder()) {
       const w = n.flags.collapsed ? collapsedWidth(n) : n.size[0];
-      const h = n.flags.collapsed ? 0 : n.size[1];
+      const h = n.flags.collapsed ? 0 : n.height;
       if (n.pos[0] + w < view[0] || n.pos[0] > view[0] + view[2] || n.pos[1] + h < view[1] || n.pos[1] - TITLE_H - 40 > view[1] + view[3]) continue;
       this.drawNode(ctx, n, detail);
     }
@@ -892,7 +892,7 @@ export class CanvasView {
     const [x, y] = n.pos;
     const collapsed = !!n.flags.collapsed;
     const w = collapsed ? collapsedWidth(n) : n.size[0];
-    const h = collapsed ? 0 : n.size[1];
+    const h = collapsed ? 0 : n.height;
     const selected = this.selected.has(n.id);
     ctx.globalAlpha = n.mode === MODE_MUTED ? 0.45 : 1;
     const broken = n.missing && !n.subgraph;
@@ -984,7 +984,7 @@ export class CanvasView {
     const rects = this.widgetRects(n);
     const rows = Math.max(n.inputs.length, n.outputs.length);
     const top = rects.length ? rects[rects.length - 1].y + rects[rects.length - 1].height + 6 : n.pos[1] + rows * SLOT_H + 6;
-    const availH = n.pos[1] + n.size[1] - top - 6, availW = n.size[0] - 12;
+    const availH = n.pos[1] + n.height - top - 6, availW = n.size[0] - 12;
     if (availH < 20) return;
     const k = Math.min(availW / img.naturalWidth, availH / img.naturalHeight);
     const iw = img.naturalWidth * k, ih = img.naturalHeight * k;

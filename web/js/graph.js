@@ -69,6 +69,11 @@ export class GraphNode {
     return this.title ?? this.defaultTitle;
   }
 
+  /** Drawn height: the saved size, grown when it is too small for the slots and widgets. */
+  get height() {
+    return Math.max(this.size[1], this.computeHeight());
+  }
+
   /** Height needed for slots and visible widgets (images are added by the view). */
   computeHeight() {
     const rows = Math.max(this.inputs.length, this.outputs.length);
@@ -402,7 +407,7 @@ export class Graph {
   nodesInGroup(g) {
     const [x, y, w, h] = g.bounding;
     return [...this.nodes.values()].filter((n) => n.pos[0] >= x && n.pos[1] - TITLE_H >= y &&
-      n.pos[0] + n.size[0] <= x + w && n.pos[1] + n.size[1] <= y + h);
+      n.pos[0] + n.size[0] <= x + w && n.pos[1] + n.height <= y + h);
   }
 
   /** Execution order: a topological sort (informational `order` field). */
