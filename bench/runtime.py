@@ -141,7 +141,7 @@ def main() -> None:
                  bytes=path.stat().st_size)
 
         from diffusion import loading
-        from diffusion.devices import RuntimeOptions, cpu_bf16_is_faster, cpu_has_native_bf16
+        from diffusion.devices import RuntimeOptions, cpu_has_native_bf16
 
         start = time.perf_counter()
         import diffusion.models.text_encoders  # noqa: F401  (transformers' import is not load time)
@@ -162,7 +162,7 @@ def main() -> None:
 
         rates = {str(d).removeprefix("torch."): round(matmul_gflops(d), 1) for d in (torch.float32, torch.bfloat16)}
         emit(bench="matmul_2048", gflops=rates, threads=torch.get_num_threads(), cpus=os.cpu_count(),
-             cpu_native_bf16=cpu_has_native_bf16(), cpu_bf16_chosen=cpu_bf16_is_faster(),
+             cpu_native_bf16=cpu_has_native_bf16(),
              default_unet_compute_dtype=str(model.compute_dtype))
 
         gen = torch.Generator().manual_seed(1)

@@ -20,7 +20,7 @@ def test_without_flags_storage_is_kept_and_the_cpu_vae_computes_in_float32():
     assert devices.storage_dtype_for(torch.float16) == torch.float16
     assert devices.vae_dtype(torch.device("cpu"), torch.float16) == torch.float32
     cpu_choice = devices.unet_dtype(torch.device("cpu"), torch.float16)
-    assert cpu_choice == (torch.bfloat16 if devices.cpu_bf16_is_faster() else torch.float32)
+    assert cpu_choice == (torch.bfloat16 if devices.cpu_has_native_bf16() else torch.float32)
     assert devices.unet_dtype(torch.device("cuda"), torch.float16) == torch.float16
 
 
