@@ -148,8 +148,8 @@ export class CanvasView {
   /** Client rectangle of a node, for tests and overlays. @param {number} id */
   nodeClientRect(id) {
     const n = /** @type {GraphNode} */ (this.graph.nodes.get(id));
-    const [x, y] = this.toClient(n.pos[0], n.pos[1] - TITLE_H);
-    return { x, y, width: n.size[0] * this.ds.scale, height: (n.height + TITLE_H) * this.ds.scale };
+    const [x, y] = this.toClient(n.pos[0], n.pos[1] - titleHeight(n));
+    return { x, y, width: n.size[0] * this.ds.scale, height: (n.height + titleHeight(n)) * this.ds.scale };
   }
 
   /** Client position of a slot centre. @param {number} id @param {"in"|"out"} side @param {number} i */
@@ -233,7 +233,7 @@ export class CanvasView {
       const n = order[i];
       const w = n.flags.collapsed ? collapsedWidth(n) : n.size[0];
       const h = n.flags.collapsed ? 0 : n.height;
-      if (p[0] >= n.pos[0] - 6 && p[0] <= n.pos[0] + w + 6 && p[1] >= n.pos[1] - TITLE_H && p[1] <= n.pos[1] + h) return n;
+      if (p[0] >= n.pos[0] - 6 && p[0] <= n.pos[0] + w + 6 && p[1] >= n.pos[1] - titleHeight(n) && p[1] <= n.pos[1] + h) return n;
     }
     return null;
   }
@@ -897,33 +897,19 @@ export class CanvasView {
     ctx.globalAlpha = n.mode === MODE_MUTED ? 0.45 : 1;
     const broken = n.missing && !n.subgraph;
     ctx.fillStyle = n.mode === MODE_BYPASS ? "#6a2a6a" : n.bgcolor ?? (broken ? "#5a2020" : NODE_BG);
+    const th = titleHeight(n);
     ctx.beginPath();
-    ctx.roundRect(x, y - TITLE_H, w, h + TITLE_H, 6);
-    ctx.fill();
-    ctx.fillStyle = n.color ?? NODE_TITLE;
-    ctx.beginPath();
-    ctx.roundRect(x, y - TITLE_H, w, TITLE_H, collapsed ? 6 : [6, 6, 0, 0]);
+    ctx.roundRect(x, y - th, w, h + th, 6);
     ctx.fill();
     const outline = rt?.errors?.length ? "#ff3b3b" : rt?.running ? "#3cd070" : selected ? "#ffffff" : null;
     if (outline) {
       ctx.lineWidth = rt?.errors?.length || rt?.running ? 3 : 1.5;
       ctx.strokeStyle = outline;
       ctx.beginPath();
-      ctx.roundRect(x - 1, y - TITLE_H - 1, w + 2, h + TITLE_H + 2, 7);
+      ctx.roundRect(x - 1, y - th - 1, w + 2, h + th + 2, 7);
       ctx.stroke();
     }
-    // Collapse toggle and title.
-    ctx.fillStyle = collapsed ? "#888" : "#bbb";
-    ctx.beginPath();
-    ctx.arc(x + 11, y - TITLE_H / 2, 5, 0, Math.PI * 2);
-    ctx.fill();
-    if (detail || collapsed) {
-      ctx.fillStyle = broken ? "#ffb0b0" : TEXT;
-      ctx.font = "bold 13px sans-serif";
-      ctx.textBaseline = "middle";
-      ctx.textAlign = "left";
-      ctx.fillText(clip(ctx, n.displayTitle + (n.mode === MODE_BYPASS ? " (bypassed)" : n.mode === MODE_MUTED ? " (muted)" : ""), w - 26), x + 22, y - TITLE_H / 2);
-    }
+    if (th) this.drawTitle(ctx, n, w, detail, broken);
     if (rt?.progress !== undefined && rt.running) {
       ctx.fillStyle = "#3cd070";
       ctx.fillRect(x, y - 3, w * Math.min(1, Math.max(0, rt.progress)), 3);
@@ -977,6 +963,30 @@ export class CanvasView {
     ctx.globalAlpha = 1;
   }
 
+  /**
+   * Title bar: colour, collapse toggle and the (possibly renamed) title with its mode.
+   * @param {CanvasRenderingContext2D} ctx @param {GraphNode} n @param {number} w @param {boolean} detail @param {boolean} broken
+   */
+  drawTitle(ctx, n, w, detail, broken) {
+    const [x, y] = n.pos;
+    const collapsed = !!n.flags.collapsed;
+    ctx.fillStyle = n.color ?? NODE_TITLE;
+    ctx.beginPath();
+    ctx.roundRect(x, y - TITLE_H, w, TITLE_H, collapsed ? 6 : [6, 6, 0, 0]);
+    ctx.fill();
+    ctx.fillStyle = collapsed ? "#888" : "#bbb";
+    ctx.beginPath();
+    ctx.arc(x + 11, y - TITLE_H / 2, 5, 0, Math.PI * 2);
+    ctx.fill();
+    if (!detail && !collapsed) return;
+    ctx.fillStyle = broken ? "#ffb0b0" : TEXT;
+    ctx.font = "bold 13px sans-serif";
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "left";
+    const mode = n.mode === MODE_BYPASS ? " (bypassed)" : n.mode === MODE_MUTED ? " (muted)" : "";
+    ctx.fillText(clip(ctx, n.displayTitle + mode, w - 26), x + 22, y - TITLE_H / 2);
+  }
+
   /** Output images (or the live preview) fill the space under the widgets. @param {CanvasRenderingContext2D} ctx @param {GraphNode} n @param {NodeRuntime|undefined} rt */
   drawImages(ctx, n, rt) {
     const img = rt?.preview ?? rt?.images?.[0];
@@ -1000,6 +1010,11 @@ export class CanvasView {
 
 /** How far left of the drop point a node created to feed an input is placed. */
 const SOURCE_OFFSET = 260;
+
+/** Reroute points are drawn as a small pill without a title bar. @param {GraphNode} n */
+function titleHeight(n) {
+  return n.type === "Reroute" ? 0 : TITLE_H;
+}
 
 /** @param {GraphNode} n */
 function collapsedWidth(n) {
