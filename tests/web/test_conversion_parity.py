@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, fixture_json
+from webtools import ROOT, fixture_json
 
 workflow = pytest.importorskip("engine.workflow")
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from test_editor import build_txt2img
+from webtools import ROOT, Editor, build_txt2img
 
 DEMO_CHECKPOINT = ROOT / "models" / "checkpoints" / "kiln-demo-shapes.safetensors"
 
@@ -57,8 +56,7 @@ def kiln_server(tmp_path_factory):
 
 @pytest.fixture
 def live_editor(browser, kiln_server):
-    from conftest import Editor
-
+    """The editor served by the real server, in a fresh browser context."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10000)

@@ -1,10 +1,10 @@
-"""The web editor in a real browser against a stand-in API (see conftest.FakeServer)."""
+"""The web editor in a real browser against a stand-in API (see webtools.FakeServer)."""
 
 import json
 
 import pytest
 
-from conftest import FIXTURES, fixture_json
+from webtools import FIXTURES, build_txt2img, fixture_json
 
 
 def test_page_loads_the_default_workflow_without_console_errors(editor):
@@ -12,34 +12,6 @@ def test_page_loads_the_default_workflow_without_console_errors(editor):
     assert editor.js("() => app.graph.links.size") == 9
     editor.screenshot("editor-default-workflow.png")
     assert editor.console_errors == []
-
-
-def build_txt2img(editor, positive="a red circle on a blue square", negative="blurry"):
-    """Build the default txt2img graph with search-add, drag-connect and widget edits."""
-    editor.page.click("#clear-button")
-    assert editor.node_ids() == []
-    editor.js("() => { app.view.ds = {scale: 0.8, offset: [0, 0]}; app.view.dirty(); }")
-    ck = editor.add_by_search("load checkpoint", (60, 300))
-    pos = editor.add_by_search("clip text encode", (380, 120))
-    neg = editor.add_by_search("clip text encode", (380, 420))
-    lat = editor.add_by_search("empty latent", (380, 700))
-    ks = editor.add_by_search("ksampler", (700, 200))
-    dec = editor.add_by_search("vae decode", (1000, 150))
-    save = editor.add_by_search("save image", (1000, 450))
-    links = [(ck, 0, ks, 0), (ck, 1, pos, 0), (ck, 1, neg, 0), (pos, 0, ks, 1), (neg, 0, ks, 2), (lat, 0, ks, 3),
-             (ks, 0, dec, 0), (ck, 2, dec, 1), (dec, 0, save, 0)]
-    for o, os_, t, ts in links:
-        editor.drag(editor.slot(o, "out", os_), editor.slot(t, "in", ts))
-    editor.set_widget_text(pos, "text", positive)
-    editor.set_widget_text(neg, "text", negative)
-    r = editor.widget_rect(ks, "steps")
-    for _ in range(2):  # the left arrow steps down
-        editor.page.mouse.click(r["x"] + 6, r["y"] + r["height"] / 2)
-    r = editor.widget_rect(ks, "seed:control")
-    editor.page.mouse.click(r["x"] + r["width"] / 2, r["y"] + r["height"] / 2)
-    editor.page.get_by_role("menuitem", name="fixed", exact=True).click()
-    editor.set_widget_text(ks, "seed", "42")
-    return dict(ck=ck, pos=pos, neg=neg, lat=lat, ks=ks, dec=dec, save=save)
 
 
 def test_a_txt2img_graph_built_with_the_mouse_queues_and_shows_progress_and_the_image(editor):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from webtools import ROOT
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
