@@ -48,7 +48,7 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_IMAGE_SIDE = 16384
 MAX_IMAGE_PIXELS = 16384 * 16384
 SEND_QUEUE_LIMIT = 512              # frames buffered per WebSocket client
-PREVIEW_INTERVAL = 0.1              # at most 10 binary previews per second per client
+PREVIEW_INTERVAL = 0.1              # at most 10 previews per second are encoded and sent
 COMFYUI_API_LEVEL = "0.8.0"
 OLDEST_FRONTEND = "1.35.9"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,15 +91,12 @@ class Client:
         self.flags: dict = {}
         self.frames: collections.deque[tuple[bool, str | bytes]] = collections.deque()
         self.wakeup = asyncio.Event()
-        self.last_preview = 0.0
 
     def push(self, frame: str | bytes, is_preview: bool = False) -> None:
         """Queue a frame; when full, drop previews first, then the oldest frame (never block)."""
         if is_preview:
-            now = time.monotonic()
-            if now - self.last_preview < PREVIEW_INTERVAL or len(self.frames) >= SEND_QUEUE_LIMIT // 2:
+            if len(self.frames) >= SEND_QUEUE_LIMIT // 2:    # a backed-up client gets no previews
                 return
-            self.last_preview = now
         elif len(self.frames) >= SEND_QUEUE_LIMIT:
             previews = [f for f in self.frames if f[0]]
             if previews:
@@ -207,6 +204,7 @@ class Worker:
         self.running: QueueItem | None = None
         self.current_node: str | None = None
         self.pending_free: tuple[bool, bool] | None = None
+        self.last_preview = 0.0
         self.thread = threading.Thread(target=self._loop, name="kiln-worker", daemon=True)
 
     def post(self, fn: Callable, *args) -> None:
@@ -349,9 +347,12 @@ class Worker:
             self.post(self.state.hub.send_json, "status", self.state.status_data(), None)
 
     def _emit_preview(self, data: dict, client_id: str | None) -> None:
+        """Encode on this thread, but only as often as clients may receive previews at all."""
         state = self.state
-        if not state.hub.clients:
+        now = time.monotonic()
+        if not state.hub.clients or now - self.last_preview < PREVIEW_INTERVAL:
             return
+        self.last_preview = now
         fmt = data.get("format", "JPEG")
         encoded = encode_preview(data["image"], fmt, data.get("max_size"), state.config.preview_size)
         meta = {"node_id": data.get("node_id"), "prompt_id": data.get("prompt_id"),
