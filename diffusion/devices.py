@@ -37,8 +37,9 @@ def cpu_has_native_bf16() -> bool:
 def unet_dtype(device: torch.device, storage: torch.dtype, options: object = None) -> torch.dtype:
     """Compute dtype of a UNet: fp32 when forced; CUDA fp16/bf16; CPU bf16 where it has native bf16, else fp32.
 
-    Native bf16 measured clearly faster for a full SD1.5 UNet forward on the development CPU (AMD EPYC
-    with AVX512-BF16: 1.1-2.3x across runs, never slower; bench/runtime.py). The choice is by capability, not timed at start-up:
+    Native bf16 measured faster for a full SD1.5 UNet forward on the development CPU (AMD EPYC with
+    AVX512-BF16: 1.1-2.3x across runs, never slower; bench/runtime.py). The choice is by capability, not
+    timed at start-up:
     timing on a busy machine flipped between runs, and the same seed must give the same image.
     """
     if getattr(options, "force_fp32", False):
