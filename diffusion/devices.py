@@ -39,8 +39,8 @@ def unet_dtype(device: torch.device, storage: torch.dtype, options: object = Non
 
     Native bf16 measured faster for a full SD1.5 UNet forward on the development CPU (AMD EPYC with
     AVX512-BF16: 1.1-2.3x across runs, never slower; bench/runtime.py). The choice is by capability, not
-    timed at start-up:
-    timing on a busy machine flipped between runs, and the same seed must give the same image.
+    timed at start-up: timing on a busy machine flipped between runs, and the same seed must give the
+    same image.
     """
     if getattr(options, "force_fp32", False):
         return torch.float32
