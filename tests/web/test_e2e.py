@@ -21,37 +21,55 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class KilnProcess:
+    """`main.py serve` on a fixed port with throwaway user, input, output and temp folders."""
+
+    def __init__(self, tmp: Path):
+        self.dirs = tmp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        for name in ("user", "input", "output", "temp"):
+            (tmp / name).mkdir()
+
+    def start(self):
+        args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(self.port), "--cpu", "--preview-method", "auto"]
+        for name in ("user", "input", "output", "temp"):
+            args += [f"--{name}-directory", str(self.dirs / name)]
+        log = open(self.dirs / "server.log", "ab")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/api/system_stats", timeout=2).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    pytest.fail(f"the server did not start:\n{(self.dirs / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.3)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.proc = None
+
+
 @pytest.fixture(scope="module")
 def kiln_server(tmp_path_factory):
-    """`main.py serve` on a free port with throwaway user, input, output and temp folders."""
     if not (ROOT / "main.py").exists():
         pytest.skip("main.py is not in the repository yet")
-    tmp = tmp_path_factory.mktemp("kiln")
-    port = free_port()
-    args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--cpu", "--preview-method", "auto"]
-    for name in ("user", "input", "output", "temp"):
-        (tmp / name).mkdir()
-        args += [f"--{name}-directory", str(tmp / name)]
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/system_stats", timeout=2).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"the server did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-    yield {"url": url, "dirs": tmp}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    server = KilnProcess(tmp_path_factory.mktemp("kiln"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -64,7 +82,7 @@ def live_editor(browser, kiln_server):
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
-    page.goto(kiln_server["url"] + "/")
+    page.goto(kiln_server.url + "/")
     page.wait_for_selector("body[data-ready=true]", timeout=20000)
     page.wait_for_function("() => app.api.connected")
     yield Editor(page, None, errors)
@@ -104,7 +122,7 @@ def test_a_graph_built_in_the_editor_runs_on_the_demo_model_and_its_png_reopens_
     live_editor.page.click("#panel-button")
     assert live_editor.page.locator("#gallery img").count() == 1
     live_editor.screenshot("e2e-finished-image.png")
-    (png,) = (Path(kiln_server["dirs"]) / "output").glob("*.png")
+    (png,) = (kiln_server.dirs / "output").glob("*.png")
     assert live_editor.console_errors == []
 
     live_editor.page.click("#clear-button")
@@ -128,3 +146,13 @@ def test_the_example_packs_web_extension_loads_and_styles_its_node(live_editor):
     node = live_editor.add_by_search("KilnExampleRepeatText", (700, 820))
     assert live_editor.js("(id) => app.graph.nodes.get(id).type", node) == "KilnExampleRepeatText"
     assert live_editor.js("(id) => app.graph.nodes.get(id).color", node) == "#335"
+
+
+def test_the_editor_reconnects_by_itself_when_the_server_restarts(live_editor, kiln_server):
+    kiln_server.stop()
+    live_editor.page.wait_for_function("() => !app.api.connected", timeout=10000)
+    assert live_editor.page.locator("#connection").inner_text().startswith("reconnecting")
+    kiln_server.start()
+    live_editor.page.wait_for_function("() => app.api.connected", timeout=30000)
+    assert live_editor.page.locator("#connection").inner_text() == "connected"
+    assert "Reconnected to the server" in live_editor.page.locator("#toasts").inner_text()
