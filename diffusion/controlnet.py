@@ -7,6 +7,7 @@ with its hint, strength and active range, chained to the entry's previous contro
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -52,16 +53,29 @@ class AppliedControl:
     previous: "AppliedControl | None" = None
     _sigma_range: tuple[float, float] | None = field(default=None, repr=False)
     _hint_cache: dict = field(default_factory=dict, repr=False)
+    _weights: ExitStack | None = field(default=None, repr=False)
 
     def chained_to(self, previous: "AppliedControl | None") -> "AppliedControl":
         """A copy of this control that sums its residuals with `previous`'s."""
-        return replace(self, previous=previous, _sigma_range=None, _hint_cache={})
+        return replace(self, previous=previous, _sigma_range=None, _hint_cache={}, _weights=None)
 
     def prepare(self, percent_to_sigma: Callable[[float], float]) -> None:
-        """Turn the percent range into sigmas (start is the larger sigma) for this and earlier controls."""
+        """Before sampling: percent range → sigmas, and the model's weights cast to the compute dtype once."""
         self._sigma_range = (float(percent_to_sigma(self.start_percent)), float(percent_to_sigma(self.end_percent)))
+        if self._weights is None:
+            memory.load_to(self.control.model, self.control.load_device)
+            self._weights = ExitStack()
+            self._weights.enter_context(memory.weights_as(self.control.model, self.control.compute_dtype))
         if self.previous is not None:
             self.previous.prepare(percent_to_sigma)
+
+    def cleanup(self) -> None:
+        """After sampling: the model's original weights back (bit-identical)."""
+        if self._weights is not None:
+            self._weights.close()
+            self._weights = None
+        if self.previous is not None:
+            self.previous.cleanup()
 
     def _active(self, sigma: Tensor) -> bool:
         if self._sigma_range is None:

@@ -71,7 +71,11 @@ def test_a_trained_controlnet_changes_the_result_and_strength_zero_equals_none(c
     plain = run(model, pos, neg)
     assert CN.controlnet_apply_advanced(pos, neg, cn, HINT, 0.0, 0.0, 1.0) == (pos, neg)
     p2, n2 = CN.controlnet_apply_advanced(pos, neg, cn, HINT, 1.0, 0.0, 1.0)
+    before = {k: v.clone() for k, v in cn.model.state_dict().items()}
+    old_dtype, cn.compute_dtype = cn.compute_dtype, torch.bfloat16  # cast once for the run, then put back
     controlled = run(model, p2, n2)
+    cn.compute_dtype = old_dtype
+    assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in cn.model.state_dict().items())
     assert not torch.allclose(controlled, plain, atol=1e-4)
     assert p2[0][1]["control"] is n2[0][1]["control"]  # shared by positive and negative
 
