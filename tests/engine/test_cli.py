@@ -6,7 +6,7 @@ import json
 import pytest
 
 import main
-from conftest import chain
+from enginetest_nodes import chain
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ def pack_dirs(tmp_path):
 
 
 def load(base, registry_fixture=None) -> Registry:
-    from conftest import ALL
+    from enginetest_nodes import ALL
 
     reg = Registry(Paths(str(base)))
     for fn in ALL:

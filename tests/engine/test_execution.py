@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from conftest import Runner, chain
+from enginetest_nodes import Runner, chain
 from engine.graph import GraphBuilder
 from engine.schema import NodeOutput, Output, Socket, node
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import Runner
+from enginetest_nodes import Runner
 from engine.compat_v1 import spec_from_class
 from engine.graph import ExecutionBlocker, GraphBuilder
 from engine.validate import validate_prompt
