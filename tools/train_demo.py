@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -37,14 +38,22 @@ SCALE_FACTOR = 0.18215  # SD1 latent scale: scaled latents are what the UNet see
 
 CONFIG: dict = {
     "seed": 0,
-    "train_images": 8000,
-    "vae": {"ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4,
-            "steps": 500, "batch": 32, "crop": 24, "lr": 2e-3, "kl_weight": 1e-4, "autocast_bf16": True},
-    "clip": {"width": 128, "layers": 3, "steps": 300, "batch": 128, "lr": 2e-3},
+    "train_images": 6000,
+    # 64 channels at full resolution: with GroupNorm(32) a 32-channel level normalises every channel
+    # on its own, which leaves the decoder unable to change an image's mean colour.
+    "vae": {"ch": 64, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4,
+            "steps": 450, "batch": 8, "crop": 64, "lr": 2e-3, "kl_weight": 1e-4, "init_logvar": -6.0,
+            "autocast_bf16": True},
+    # A second UNet phase with a fresh optimizer and schedule, continuing from the first one's EMA weights.
+    "unet2": {"steps": 800, "batch": 64, "lr": 5e-4, "warmup": 20, "caption_dropout": 0.1, "ema_decay": 0.995,
+              "seed_offset": 2},
+    # Decoder-only fine-tuning (as SD's ft-MSE VAE): latents stay fixed, so it never disturbs the UNet.
+    "decoder": {"steps": 500, "batch": 8, "lr": 1e-3, "seed_offset": 1},
+    "clip": {"width": 128, "layers": 3, "steps": 80, "batch": 128, "lr": 2e-3},
     "unet": {"in_channels": 4, "out_channels": 4, "model_channels": 32, "channel_mult": [1, 2, 2],
              "num_res_blocks": [1, 1, 1], "transformer_depth": [1, 1, 1], "transformer_depth_middle": 1,
              "transformer_depth_output": [1, 1, 1, 1, 1, 1], "use_linear_in_transformer": False,
-             "num_heads": 8, "steps": 900, "batch": 64, "lr": 1e-3, "warmup": 50,
+             "num_heads": 8, "steps": 700, "batch": 64, "lr": 1e-3, "warmup": 50,
              "caption_dropout": 0.1, "ema_decay": 0.995},
 }
 
@@ -79,6 +88,8 @@ def train_vae(images: np.ndarray, cfg: dict, gen: torch.Generator) -> Autoencode
     """KL autoencoder on random crops; afterwards its latents are renormalised to unit variance at 0.18215."""
     vae = AutoencoderKL(ch=cfg["ch"], ch_mult=cfg["ch_mult"], num_res_blocks=cfg["num_res_blocks"],
                         z_channels=cfg["z_channels"], embed_dim=cfg["embed_dim"])
+    with torch.no_grad():  # start with little posterior noise so short training is not swamped by it
+        vae.quant_conv.bias[cfg["embed_dim"]:] = cfg["init_logvar"]
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg["lr"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.05)
     pixels = to_pixels(images)
@@ -102,12 +113,41 @@ def train_vae(images: np.ndarray, cfg: dict, gen: torch.Generator) -> Autoencode
         opt.step()
         sched.step()
         running.append(recon.item())
-        if (step + 1) % 50 == 0:
+        if (step + 1) % 25 == 0:
             log("vae", step=step + 1, recon=float(np.mean(running)), kl=kl.item(), seconds=time.time() - t0)
             running = []
     vae.eval().requires_grad_(False)
     normalise_latents(vae, pixels[:2000])
     return vae
+
+
+def finetune_decoder(vae: AutoencoderKL, images: np.ndarray, cfg: dict, seed: int) -> None:
+    """Sharpens the decoder on full images with the encoder frozen (its own RNG stream, so it can run later)."""
+    gen = torch.Generator().manual_seed(seed + cfg["seed_offset"])
+    pixels = to_pixels(images)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    vae.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.05)
+    t0, running = time.time(), []
+    for step in range(cfg["steps"]):
+        x = pixels[torch.randint(0, len(pixels), (cfg["batch"],), generator=gen)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                z = vae.encode(x).float()
+            rec = vae.decode(z).float()
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running.append(loss.item())
+        if (step + 1) % 25 == 0:
+            log("decoder", step=step + 1, recon=float(np.mean(running)), seconds=time.time() - t0)
+            running = []
+    vae.eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -191,10 +231,11 @@ def unet_kwargs(cfg: dict, context_dim: int) -> dict:
 
 
 def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: dict, tokenizer: ClipTokenizer,
-               gen: torch.Generator, rng: random.Random, snapshot=None) -> UNetModel:
+               gen: torch.Generator, rng: random.Random, snapshot=None, init: UNetModel | None = None
+               ) -> UNetModel:
     """Epsilon-prediction training on the DDPM schedule Kiln samples with; returns the EMA weights."""
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
-    unet = UNetModel(**unet_kwargs(cfg, enc.config.width))
+    unet = init.train().requires_grad_(True) if init is not None else UNetModel(**unet_kwargs(cfg, enc.config.width))
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], weight_decay=0.01)
     warm, total = cfg["warmup"], cfg["steps"]
@@ -229,7 +270,7 @@ def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: 
             log("unet", step=step + 1, loss=float(np.mean(running)), lr=sched.get_last_lr()[0],
                 seconds=time.time() - t0)
             running = []
-        if snapshot and (step + 1) % 150 == 0 and step + 1 < total:
+        if snapshot and (step + 1) % 100 == 0 and step + 1 < total:
             snapshot(ema, step + 1)
     return ema.eval()
 
@@ -249,14 +290,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale-steps", type=float, default=1.0,
                         help="multiply every stage's step count (e.g. 0.02 for a smoke run)")
     parser.add_argument("--images", type=int, default=CONFIG["train_images"], help="training set size")
+    parser.add_argument("--decoder-only", action="store_true",
+                        help="only run the decoder fine-tuning stage on the existing --out checkpoint")
+    parser.add_argument("--continue-unet", action="store_true",
+                        help="only run the second UNet phase (unet2) on the existing --out checkpoint")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is fastest on a CPU shared with other work")
     args = parser.parse_args(argv)
     cfg = copy.deepcopy(CONFIG)
     cfg["seed"], cfg["train_images"] = args.seed, args.images
-    for stage in ("vae", "clip", "unet"):
+    for stage in ("vae", "clip", "unet", "unet2", "decoder"):
         cfg[stage]["steps"] = max(1, round(cfg[stage]["steps"] * args.scale_steps))
-        cfg["unet"]["warmup"] = min(cfg["unet"]["warmup"], cfg["unet"]["steps"])
+        if "warmup" in cfg[stage]:
+            cfg[stage]["warmup"] = min(cfg[stage]["warmup"], cfg[stage]["steps"])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -265,6 +311,10 @@ def main(argv: list[str] | None = None) -> None:
 
     images, scenes = make_dataset(cfg["train_images"], seed=args.seed)
     log("data", images=len(images), seconds=time.time() - started)
+    if args.decoder_only:
+        return decoder_stage(Path(args.out), images, cfg, args.seed, started)
+    if args.continue_unet:
+        return unet_phase2(Path(args.out), images, scenes, cfg, args.seed, started)
     vae = train_vae(images, cfg["vae"], gen)
     latents = encode(vae, to_pixels(images))
     log("latents", mean=latents.mean().item(), scaled_std=(latents * SCALE_FACTOR).std().item())
@@ -288,7 +338,62 @@ def main(argv: list[str] | None = None) -> None:
         log("saved", path=str(out), unet_steps=unet_steps, megabytes=out.stat().st_size / 2**20, minutes=minutes)
 
     unet = train_unet(latents, scenes, enc, cfg["unet"], tokenizer, gen, rng, snapshot=save)
-    save(unet, cfg["unet"]["steps"])
+    offset = args.seed + cfg["unet2"]["seed_offset"]
+    unet = train_unet(latents, scenes, enc, cfg["unet2"], tokenizer, torch.Generator().manual_seed(offset),
+                      random.Random(offset), init=unet)
+    finetune_decoder(vae, images, cfg["decoder"], args.seed)
+    save(unet, cfg["unet"]["steps"] + cfg["unet2"]["steps"])
+
+
+def unet_phase2(path: Path, images: np.ndarray, scenes: list[Scene], cfg: dict, seed: int, started: float) -> None:
+    """Continues UNet training from a saved checkpoint's weights (config `unet2`), snapshotting as it goes."""
+    from diffusion.loading import load_checkpoint
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    saved_cfg = json.loads(metadata["kiln.training_config"])
+    model, clip, vae_handle = load_checkpoint(str(path))
+    enc = clip.encoders["clip_l"].float()
+    init = UNetModel(**unet_kwargs(saved_cfg["unet"], enc.config.width))
+    prefix = "model.diffusion_model."
+    init.load_state_dict({k[len(prefix):]: t.float() for k, t in sd.items() if k.startswith(prefix)})
+    latents = vae_handle.encode(torch.from_numpy(images).float() / 255)
+    gen = torch.Generator().manual_seed(seed + cfg["unet2"]["seed_offset"])
+    rng = random.Random(seed + cfg["unet2"]["seed_offset"])
+    saved_cfg["unet2"] = cfg["unet2"]
+    base_minutes = float(metadata["kiln.training_minutes"])
+
+    def save(unet: UNetModel, steps: int) -> None:
+        sd.update({prefix + k: v.detach().to(torch.float16).contiguous() for k, v in unet.state_dict().items()})
+        minutes = base_minutes + (time.time() - started) / 60
+        meta = metadata | {"kiln.training_config": json.dumps(saved_cfg), "kiln.training_minutes": f"{minutes:.1f}",
+                           "kiln.unet2_steps": str(steps)}
+        save_file(sd, str(path), metadata=meta)
+        log("saved", path=str(path), unet2_steps=steps, minutes=minutes)
+
+    unet = train_unet(latents, scenes, enc, cfg["unet2"], ClipTokenizer(), gen, rng, snapshot=save, init=init)
+    save(unet, cfg["unet2"]["steps"])
+
+
+def decoder_stage(path: Path, images: np.ndarray, cfg: dict, seed: int, started: float) -> None:
+    """Runs the last stage (decoder fine-tuning) on a saved checkpoint and writes it back."""
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    saved_cfg = json.loads(metadata["kiln.training_config"])
+    v = saved_cfg["vae"]
+    vae = AutoencoderKL(ch=v["ch"], ch_mult=v["ch_mult"], num_res_blocks=v["num_res_blocks"],
+                        z_channels=v["z_channels"], embed_dim=v["embed_dim"])
+    prefix = "first_stage_model."
+    vae.load_state_dict({k[len(prefix):]: t.float() for k, t in sd.items() if k.startswith(prefix)})
+    finetune_decoder(vae, images, cfg["decoder"], seed)
+    sd |= {prefix + k: t.to(torch.float16).contiguous() for k, t in vae.state_dict().items()}
+    saved_cfg["decoder"] = cfg["decoder"]
+    minutes = float(metadata["kiln.training_minutes"]) + (time.time() - started) / 60
+    metadata |= {"kiln.training_config": json.dumps(saved_cfg), "kiln.training_minutes": f"{minutes:.1f}"}
+    save_file(sd, str(path), metadata=metadata)
+    log("saved", path=str(path), megabytes=path.stat().st_size / 2**20, minutes=minutes)
 
 
 if __name__ == "__main__":
