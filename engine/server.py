@@ -28,6 +28,7 @@ from importlib import metadata
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 
 from engine import security
 from engine.config import RuntimeConfig
@@ -502,6 +503,10 @@ async def security_middleware(request: web.Request, handler):
             response.set_cookie("kiln_token", policy.token, httponly=True, samesite="Strict", path="/",
                                 secure=request.secure or None)
             return response
+    if request.path in ("/ws", "/api/ws") and "token" in request.query and "Authorization" not in headers:
+        # WebSocket clients that cannot set headers may pass the token in the URL (issue 3)
+        headers = CIMultiDict(headers)
+        headers["Authorization"] = f"Bearer {request.query['token']}"
     rejection = security.check_request(request.method, request.path, headers, request.cookies, policy)
     if rejection is not None:
         log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, rejection.reason)
@@ -979,6 +984,11 @@ def _store_upload(state: ServerState, temp_path: str, filename: str, fields: dic
     return {"name": filename, "subfolder": subfolder, "type": kind}
 
 
+def _check_decodes(path: str) -> None:
+    """An upload must be an image Pillow decodes within the size limits (issue 3; S9 bombs)."""
+    _open_image_bounded(path).close()
+
+
 async def post_upload_image(request: web.Request) -> web.Response:
     state = request.app[STATE]
     fields, temp_path, filename = await _read_upload(request, state)
@@ -987,6 +997,7 @@ async def post_upload_image(request: web.Request) -> web.Response:
             os.unlink(temp_path)
         return web.Response(status=400)
     try:
+        await asyncio.to_thread(_check_decodes, temp_path)  # decoding stays off the event loop
         return _json(_store_upload(state, temp_path, filename, fields))
     finally:
         if os.path.exists(temp_path):

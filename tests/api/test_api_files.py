@@ -40,9 +40,19 @@ def test_view_refuses_traversal_and_symlink_escapes(server, base_dir):
     assert get(server, "/view?filename=missing.png").status == 404
 
 
-def test_svg_and_html_uploads_are_served_as_sandboxed_attachments(server):
-    upload(server, b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", filename="x.svg")
-    upload(server, b"<script>alert(1)</script>", filename="x.html")
+def test_uploads_that_do_not_decode_as_images_are_refused_and_not_stored(server, base_dir):
+    svg = upload(server, b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", filename="x.svg")
+    html = upload(server, b"<script>alert(1)</script>", filename="x.html")
+    truncated = upload(server, _png()[:40], filename="cut.png")
+    bomb = upload(server, bomb_png(), filename="bomb.png")
+    assert [r.status for r in (svg, html, truncated, bomb)] == [400, 400, 400, 400]
+    assert html.json() == {"error": "not an image"} and bomb.json() == {"error": "image too large"}
+    assert not {"x.svg", "x.html", "cut.png", "bomb.png"} & set(os.listdir(base_dir / "input"))
+
+
+def test_svg_and_html_files_in_the_input_folder_are_served_as_sandboxed_attachments(server, base_dir):
+    (base_dir / "input" / "x.svg").write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>")
+    (base_dir / "input" / "x.html").write_bytes(b"<script>alert(1)</script>")
     for name in ("x.svg", "x.html"):
         reply = get(server, f"/view?filename={name}&type=input")
         assert reply.status == 200 and reply.headers["Content-Type"] == "application/octet-stream"

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from apitest_client import chain, get, http, post
+from apitest_client import chain, get, http, png_bytes, post
 from engine.security import SecurityPolicy
 
 PROMPT = json.dumps({"prompt": chain(1)}).encode()
@@ -56,16 +56,18 @@ def test_websocket_upgrade_without_the_token_gets_401_and_with_it_the_status_mes
 
     server = start_server(policy=SecurityPolicy(token="T0k"))
 
-    async def connect(headers):
+    async def connect(headers, query=""):
         async with aiohttp.ClientSession() as session:
             try:
-                async with session.ws_connect(server.url + "/ws", headers=headers) as ws:
+                async with session.ws_connect(server.url + "/ws" + query, headers=headers) as ws:
                     return json.loads((await ws.receive()).data)["type"]
             except aiohttp.WSServerHandshakeError as exc:
                 return exc.status
 
     assert asyncio.run(connect({})) == 401
+    assert asyncio.run(connect({}, "?clientId=c&token=wrong")) == 401
     assert asyncio.run(connect({"Authorization": "Bearer T0k"})) == "status"
+    assert asyncio.run(connect({}, "?clientId=c&token=T0k")) == "status"  # clients that cannot set headers
 
 
 # -- S4 origin / fetch metadata --------------------------------------------------------------------
@@ -144,7 +146,7 @@ def test_uploads_from_a_browser_form_are_refused_but_scripts_may_upload(server):
 
     def form():
         data = aiohttp.FormData()
-        data.add_field("image", b"\x89PNG fake", filename="a.png", content_type="image/png")
+        data.add_field("image", png_bytes(), filename="a.png", content_type="image/png")
         return data
 
     assert post(server, "/upload/image", data=form(), headers={"Accept": "text/html"}).status == 403
