@@ -44,8 +44,9 @@ CONFIG: dict = {
     "vae": {"ch": 64, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4,
             "steps": 450, "batch": 8, "crop": 64, "lr": 2e-3, "kl_weight": 1e-4, "init_logvar": -6.0,
             "autocast_bf16": True},
-    # A second UNet phase with a fresh optimizer and schedule, continuing from the first one's EMA weights.
-    "unet2": {"steps": 800, "batch": 64, "lr": 5e-4, "warmup": 20, "caption_dropout": 0.1, "ema_decay": 0.995,
+    # Further UNet runs (one per entry of `runs`), each with a fresh optimizer and schedule, continuing
+    # from the previous run's EMA weights.
+    "unet2": {"runs": [800, 1200], "high_noise_weight": [1.0, 10.0], "steps": 800, "batch": 64, "lr": 5e-4, "warmup": 20, "caption_dropout": 0.1, "ema_decay": 0.995,
               "seed_offset": 2},
     # Decoder-only fine-tuning (as SD's ft-MSE VAE): latents stay fixed, so it never disturbs the UNet.
     "decoder": {"steps": 500, "batch": 8, "lr": 1e-3, "seed_offset": 1},
@@ -255,7 +256,10 @@ def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: 
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas_cumprod[t].float()[:, None, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(unet(xt, t.float(), context), noise)
+        # Optionally up-weight high noise (weight σ², between 1 and the cap): the layout and colours are
+        # decided there, yet the plain eps loss hardly rewards using the prompt at those steps.
+        weight = (schedule.sigmas[t] ** 2).clamp(1.0, cfg.get("high_noise_weight", 1.0))[:, None, None, None]
+        loss = (weight * (unet(xt, t.float(), context) - noise) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -292,13 +296,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=CONFIG["train_images"], help="training set size")
     parser.add_argument("--decoder-only", action="store_true",
                         help="only run the decoder fine-tuning stage on the existing --out checkpoint")
-    parser.add_argument("--continue-unet", action="store_true",
-                        help="only run the second UNet phase (unet2) on the existing --out checkpoint")
+    parser.add_argument("--continue-unet", type=int, default=None, metavar="RUN",
+                        help="only run UNet run RUN (index into unet2.runs) on the existing --out checkpoint")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is fastest on a CPU shared with other work")
     args = parser.parse_args(argv)
     cfg = copy.deepcopy(CONFIG)
     cfg["seed"], cfg["train_images"] = args.seed, args.images
+    cfg["unet2"]["runs"] = [max(1, round(n * args.scale_steps)) for n in cfg["unet2"]["runs"]]
     for stage in ("vae", "clip", "unet", "unet2", "decoder"):
         cfg[stage]["steps"] = max(1, round(cfg[stage]["steps"] * args.scale_steps))
         if "warmup" in cfg[stage]:
@@ -313,8 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     log("data", images=len(images), seconds=time.time() - started)
     if args.decoder_only:
         return decoder_stage(Path(args.out), images, cfg, args.seed, started)
-    if args.continue_unet:
-        return unet_phase2(Path(args.out), images, scenes, cfg, args.seed, started)
+    if args.continue_unet is not None:
+        return unet_phase2(Path(args.out), images, scenes, cfg, args.seed, started, args.continue_unet)
     vae = train_vae(images, cfg["vae"], gen)
     latents = encode(vae, to_pixels(images))
     log("latents", mean=latents.mean().item(), scaled_std=(latents * SCALE_FACTOR).std().item())
@@ -338,15 +343,18 @@ def main(argv: list[str] | None = None) -> None:
         log("saved", path=str(out), unet_steps=unet_steps, megabytes=out.stat().st_size / 2**20, minutes=minutes)
 
     unet = train_unet(latents, scenes, enc, cfg["unet"], tokenizer, gen, rng, snapshot=save)
-    offset = args.seed + cfg["unet2"]["seed_offset"]
-    unet = train_unet(latents, scenes, enc, cfg["unet2"], tokenizer, torch.Generator().manual_seed(offset),
-                      random.Random(offset), init=unet)
+    for run, steps in enumerate(cfg["unet2"]["runs"]):
+        offset = args.seed + cfg["unet2"]["seed_offset"] + run
+        run_cfg = cfg["unet2"] | {"steps": steps, "high_noise_weight": cfg["unet2"]["high_noise_weight"][run]}
+        unet = train_unet(latents, scenes, enc, run_cfg, tokenizer,
+                          torch.Generator().manual_seed(offset), random.Random(offset), init=unet)
     finetune_decoder(vae, images, cfg["decoder"], args.seed)
-    save(unet, cfg["unet"]["steps"] + cfg["unet2"]["steps"])
+    save(unet, cfg["unet"]["steps"] + sum(cfg["unet2"]["runs"]))
 
 
-def unet_phase2(path: Path, images: np.ndarray, scenes: list[Scene], cfg: dict, seed: int, started: float) -> None:
-    """Continues UNet training from a saved checkpoint's weights (config `unet2`), snapshotting as it goes."""
+def unet_phase2(path: Path, images: np.ndarray, scenes: list[Scene], cfg: dict, seed: int, started: float,
+                run: int) -> None:
+    """Continues UNet training from a saved checkpoint's weights (run `run` of `unet2`), snapshotting as it goes."""
     from diffusion.loading import load_checkpoint
 
     with safe_open(str(path), "pt") as f:
@@ -359,21 +367,26 @@ def unet_phase2(path: Path, images: np.ndarray, scenes: list[Scene], cfg: dict, 
     prefix = "model.diffusion_model."
     init.load_state_dict({k[len(prefix):]: t.float() for k, t in sd.items() if k.startswith(prefix)})
     latents = vae_handle.encode(torch.from_numpy(images).float() / 255)
-    gen = torch.Generator().manual_seed(seed + cfg["unet2"]["seed_offset"])
-    rng = random.Random(seed + cfg["unet2"]["seed_offset"])
+    run_cfg = cfg["unet2"] | {"steps": cfg["unet2"]["runs"][run],
+                              "high_noise_weight": cfg["unet2"]["high_noise_weight"][run]}
+    gen = torch.Generator().manual_seed(seed + cfg["unet2"]["seed_offset"] + run)
+    rng = random.Random(seed + cfg["unet2"]["seed_offset"] + run)
     saved_cfg["unet2"] = cfg["unet2"]
+    if "kiln.unet2_steps" in metadata:  # written by the first continuation run
+        metadata["kiln.stages"] = json.dumps([f"unet2 run 0: {metadata.pop('kiln.unet2_steps')} steps"])
     base_minutes = float(metadata["kiln.training_minutes"])
 
     def save(unet: UNetModel, steps: int) -> None:
         sd.update({prefix + k: v.detach().to(torch.float16).contiguous() for k, v in unet.state_dict().items()})
         minutes = base_minutes + (time.time() - started) / 60
+        stages = json.loads(metadata.get("kiln.stages", "[]")) + [f"unet2 run {run}: {steps} steps"]
         meta = metadata | {"kiln.training_config": json.dumps(saved_cfg), "kiln.training_minutes": f"{minutes:.1f}",
-                           "kiln.unet2_steps": str(steps)}
+                           "kiln.stages": json.dumps(stages)}
         save_file(sd, str(path), metadata=meta)
         log("saved", path=str(path), unet2_steps=steps, minutes=minutes)
 
-    unet = train_unet(latents, scenes, enc, cfg["unet2"], ClipTokenizer(), gen, rng, snapshot=save, init=init)
-    save(unet, cfg["unet2"]["steps"])
+    unet = train_unet(latents, scenes, enc, run_cfg, ClipTokenizer(), gen, rng, snapshot=save, init=init)
+    save(unet, run_cfg["steps"])
 
 
 def decoder_stage(path: Path, images: np.ndarray, cfg: dict, seed: int, started: float) -> None:
