@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusion.models import Conv2d, Linear
-from diffusion.models.unet import (Control, build_input_blocks, build_middle_block, timestep_embedding,
+from diffusion.models import Conv2d
+from diffusion.models.unet import (Control, TimestepConditioned, build_input_blocks, build_middle_block,
                                    transformer_factory)
 
 
-class ControlNet(nn.Module):
+class ControlNet(TimestepConditioned):
     """A trainable copy of the UNet encoder that turns a hint image into skip/middle residuals."""
 
     def __init__(self, *, hint_channels: int, in_channels: int, model_channels: int, channel_mult: list[int],
@@ -23,12 +23,7 @@ class ControlNet(nn.Module):
                  context_dim: int, use_linear_in_transformer: bool, num_heads: int = -1, num_head_channels: int = -1,
                  adm_in_channels: int | None = None, attention_upcast: bool = False, **_ignored: Any):
         super().__init__()
-        self.model_channels = model_channels
-        self.compute_dtype: torch.dtype | None = None
-        emb_ch = model_channels * 4
-        self.time_embed = nn.Sequential(Linear(model_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch))
-        if adm_in_channels:
-            self.label_emb = nn.Sequential(nn.Sequential(Linear(adm_in_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch)))
+        emb_ch = self._init_embeddings(model_channels, adm_in_channels)
         transformer = transformer_factory(context_dim, use_linear_in_transformer, num_heads, num_head_channels,
                                           attention_upcast)
         self.input_blocks, skip_chans, ch = build_input_blocks(
@@ -48,15 +43,9 @@ class ControlNet(nn.Module):
 
     def forward(self, x: Tensor, hint: Tensor, timesteps: Tensor, context: Tensor, y: Tensor | None = None) -> Control:
         """Residuals for `x` `[B, 4, h, w]` given `hint` `[B, C, 8h, 8w]` 0..1: `{"output": [per input block], "middle": [one]}`."""
-        dtype = self.compute_dtype or self.time_embed[0].weight.dtype
+        dtype = self._dtype()
         x, hint, context = x.to(dtype), hint.to(dtype), context.to(dtype)
-        if timesteps.dim() == 0:
-            timesteps = timesteps.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
-        if hasattr(self, "label_emb"):
-            if y is None:
-                raise ValueError("this ControlNet needs the `y` (ADM) vector")
-            emb = emb + self.label_emb(y.to(dtype))
+        emb = self._embed(timesteps, y, x.shape[0], dtype)
         guided = self.input_hint_block(hint)  # [B, mc, h, w]
         outputs: list[Tensor | None] = []
         h = x

@@ -250,7 +250,36 @@ def build_middle_block(ch: int, emb_ch: int, depth: int, make_transformer: Trans
     return TimestepEmbedSequential(*layers)
 
 
-class UNetModel(nn.Module):
+class TimestepConditioned(nn.Module):
+    """`time_embed` (+ SDXL's `label_emb`) shared by the UNet and the ControlNet: t (and y) → `emb`."""
+
+    def _init_embeddings(self, model_channels: int, adm_in_channels: int | None) -> int:
+        """Create the embedding MLPs (checkpoint key names); returns the embedding width."""
+        self.model_channels = model_channels
+        self.compute_dtype: torch.dtype | None = None  # None: compute in the weights' dtype
+        emb_ch = model_channels * 4
+        self.time_embed = nn.Sequential(Linear(model_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch))
+        if adm_in_channels:
+            self.label_emb = nn.Sequential(nn.Sequential(Linear(adm_in_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch)))
+        return emb_ch
+
+    def _dtype(self) -> torch.dtype:
+        return self.compute_dtype or self.time_embed[0].weight.dtype
+
+    def _embed(self, timesteps: Tensor, y: Tensor | None, batch: int, dtype: torch.dtype) -> Tensor:
+        """`emb` `[B, 4mc]` from integer timesteps (a scalar is broadcast) and, for ADM models, `y`."""
+        if timesteps.dim() == 0:
+            timesteps = timesteps.expand(batch)
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))
+        if hasattr(self, "label_emb"):
+            if y is None:
+                raise ValueError(f"this {type(self).__name__} needs the `y` (ADM) vector, "
+                                 "e.g. SDXL's pooled text + size embedding")
+            emb = emb + self.label_emb(y.to(dtype))
+        return emb
+
+
+class UNetModel(TimestepConditioned):
     """LDM UNet: input blocks, middle block, output blocks with skip connections, `out` head."""
 
     def __init__(self, *, in_channels: int, out_channels: int, model_channels: int, channel_mult: list[int],
@@ -259,13 +288,8 @@ class UNetModel(nn.Module):
                  num_heads: int = -1, num_head_channels: int = -1, adm_in_channels: int | None = None,
                  attention_upcast: bool = False, **_ignored: Any):
         super().__init__()
-        self.model_channels = model_channels
         self.in_channels = in_channels
-        self.compute_dtype: torch.dtype | None = None  # None: compute in the weights' dtype
-        emb_ch = model_channels * 4
-        self.time_embed = nn.Sequential(Linear(model_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch))
-        if adm_in_channels:
-            self.label_emb = nn.Sequential(nn.Sequential(Linear(adm_in_channels, emb_ch), nn.SiLU(), Linear(emb_ch, emb_ch)))
+        emb_ch = self._init_embeddings(model_channels, adm_in_channels)
 
         transformer = transformer_factory(context_dim, use_linear_in_transformer, num_heads, num_head_channels,
                                           attention_upcast)
@@ -298,15 +322,9 @@ class UNetModel(nn.Module):
         order: `input[k]` is added after `input_blocks.k`, `output[k]` to the skip saved after
         `input_blocks.k`, `middle[0]` to the middle block's output (None entries are skipped).
         """
-        dtype = self.compute_dtype or self.time_embed[0].weight.dtype
+        dtype = self._dtype()
         x, context = x.to(dtype), context.to(dtype)
-        if timesteps.dim() == 0:
-            timesteps = timesteps.expand(x.shape[0])
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(dtype))  # [B, 4mc]
-        if hasattr(self, "label_emb"):
-            if y is None:
-                raise ValueError("this model needs the `y` (ADM) vector, e.g. SDXL's pooled text + size embedding")
-            emb = emb + self.label_emb(y.to(dtype))
+        emb = self._embed(timesteps, y, x.shape[0], dtype)  # [B, 4mc]
 
         def residual(name: str, k: int) -> Tensor | None:
             items = (control or {}).get(name) or []
