@@ -9,15 +9,6 @@ from diffusion.sampling.schedules import SCHEDULER_NAMES
 from sampling_fakes import fake_model, micro_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions are faster single-threaded on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return micro_model()
