@@ -118,3 +118,40 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """The mask shrunk by `steps` pixels (4-neighbourhood)."""
+    m = mask.copy()
+    for _ in range(steps):
+        inner = m.copy()
+        inner[1:, :] &= m[:-1, :]
+        inner[:-1, :] &= m[1:, :]
+        inner[:, 1:] &= m[:, :-1]
+        inner[:, :-1] &= m[:, 1:]
+        inner[[0, -1], :] = False
+        inner[:, [0, -1]] = False
+        m = inner
+    return m
+
+
+def outline_score(image: np.ndarray, band: int = 2) -> float:
+    """How outlined the shape looks: the fraction of its rim that is ink, 0..1.
+
+    The rim is the outer `band` pixels of the evaluator's region (an outline differs from the background,
+    so it lies inside the region). Ink is near-black or near-white and far from both the background and
+    the shape's interior colour, so a plain shape's anti-aliased edge does not count.
+    """
+    img = image.astype(np.float32) * (255 if image.dtype != np.uint8 and image.max() <= 1.0 + 1e-6 else 1)
+    mask = read_image(img).mask
+    rim = mask & ~_erode(mask, band)
+    if not rim.any():
+        return 0.0
+    core = _erode(mask, band + 1)
+    fill = np.median(img[core if core.sum() >= 4 else mask], axis=0)
+    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    bg = np.median(border, axis=0)
+    px = img[rim]
+    inky = (px.max(axis=1) < 80) | (px.min(axis=1) > 180)
+    distinct = (np.linalg.norm(px - bg, axis=1) > 60) & (np.linalg.norm(px - fill, axis=1) > 60)
+    return float((inky & distinct).mean())

@@ -1,12 +1,13 @@
 """The demo evaluator reads the procedural ground truth back correctly."""
 
 import random
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from tools.demo_data import caption, make_dataset, sample_scene, shape_mask
-from tools.shape_eval import iou, read_image
+from tools.demo_data import caption, make_dataset, render, sample_scene, shape_mask
+from tools.shape_eval import iou, outline_score, read_image
 
 
 def test_evaluator_reads_colour_shape_and_background_of_clean_renders():
@@ -50,3 +51,13 @@ def test_dataset_is_deterministic_from_its_seed():
     a, sa = make_dataset(8, seed=5)
     b, sb = make_dataset(8, seed=5)
     assert np.array_equal(a, b) and sa == sb
+
+
+def test_outline_score_tells_outlined_renders_from_plain_ones():
+    outlined, scenes = make_dataset(100, seed=13, outlined=True)
+    plain = [render(replace(s, outlined=False)) for s in scenes]
+    coloured = [i for i, s in enumerate(scenes) if s.colour not in ("white", "black")]
+    assert np.mean([outline_score(outlined[i]) for i in coloured]) >= 0.5
+    assert np.mean([outline_score(plain[i]) for i in coloured]) <= 0.05
+    blurred = np.asarray(Image.fromarray(outlined[coloured[0]]).filter(ImageFilter.GaussianBlur(0.6)))
+    assert outline_score(blurred) > outline_score(plain[coloured[0]])
