@@ -71,14 +71,18 @@ class Noiser:
 
     def __init__(self, gen: torch.Generator):
         self.gen = gen
-        schedule = DiscreteSchedule()
-        self.alphas_cumprod = 1 / (1 + schedule.sigmas.double() ** 2)
+        self.sigmas = DiscreteSchedule().sigmas
+        self.alphas_cumprod = 1 / (1 + self.sigmas.double() ** 2)
 
     def __call__(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t = torch.randint(0, 1000, (x0.shape[0],), generator=self.gen)
         noise = torch.randn(x0.shape, generator=self.gen)
         a = self.alphas_cumprod[t].float()[:, None, None, None]
         return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float(), noise
+
+    def weight(self, t: Tensor, cap: float) -> Tensor:
+        """Per-sample loss weight σ², clamped to [1, cap] (`train_unet`'s `high_noise_weight`), [B, 1, 1, 1]."""
+        return (self.sigmas[t.long()] ** 2).clamp(1.0, cap)[:, None, None, None]
 
 
 def seeded(seed: int) -> tuple[torch.Generator, random.Random]:
