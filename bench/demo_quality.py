@@ -2,7 +2,8 @@
 
 Usage: `python bench/demo_quality.py [--n 100] [--images docs/images]`. Measures prompt following
 (colour / shape / background accuracy over n prompts at CFG 5 and CFG 1), the effect of a colour as
-negative prompt, img2img layout keeping at denoise 0.3, inpainting locality, and generation speed.
+negative prompt, img2img layout keeping at denoise 0.3, inpainting locality, generation speed, and the demo
+LoRA's outline score (strength 0 vs 1) and the demo ControlNet's placement IoU.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-from tools.demo_pipeline import (DEMO_CHECKPOINT, img2img_layout, inpaint_locality, load_demo,  # noqa: E402
-                                 negative_colour, prompt_following, sample)
+from tools.demo_pipeline import (DEMO_CHECKPOINT, DEMO_CONTROLNET, DEMO_LORA, controlnet_placement,  # noqa: E402
+                                 img2img_layout, inpaint_locality, load_demo, lora_style, negative_colour,
+                                 prompt_following, sample)
 
 SHOWCASE = ["a yellow star on a blue background, center", "a large red ring on a white background, top left",
             "a small green triangle on a black background, bottom right", "a purple square on a yellow background"]
@@ -65,6 +67,10 @@ def main() -> None:
         "negative_red": negative_colour(model, clip, vae),
         "img2img_denoise_0.3": img2img_layout(model, clip, vae),
         "inpaint_mean_abs_change": inpaint_locality(model, clip, vae),
+        "lora_mb": round(DEMO_LORA.stat().st_size / 2**20, 2),
+        "lora_outline_score": lora_style(model, clip, vae, n=40),
+        "controlnet_mb": round(DEMO_CONTROLNET.stat().st_size / 2**20, 2),
+        "controlnet_placement": controlnet_placement(model, clip, vae, n=40),
     }
     if args.images:
         result["showcase"] = save_showcase(model, clip, vae, ROOT / args.images)

@@ -7,13 +7,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffusion.loading import load_checkpoint
+from diffusion.controlnet import apply_control
+from diffusion.loading import load_checkpoint, load_controlnet, read_state_dict
+from diffusion.patches import apply_patch_file
 from diffusion.sampling.ksampler import ksampler
-from tools.demo_data import BACKGROUNDS, COLOURS, SHAPES, Scene, caption, make_dataset, shape_mask
-from tools.shape_eval import iou, read_image
+from tools.demo_data import (BACKGROUNDS, COLOURS, SHAPES, Scene, caption, caption_of, describe, edge_map,
+                             make_dataset, shape_mask)
+from tools.shape_eval import iou, outline_score, read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = ROOT / "models" / "checkpoints" / "kiln-demo-shapes.safetensors"
+DEMO_LORA = ROOT / "models" / "loras" / "kiln-demo-outlined.safetensors"
+DEMO_CONTROLNET = ROOT / "models" / "controlnet" / "kiln-demo-edges.safetensors"
 
 
 def load_demo(path: str | Path = DEMO_CHECKPOINT):
@@ -123,3 +128,84 @@ def inpaint_locality(model, clip, vae, *, n: int = 16, seed: int = 3) -> dict:
     outside_px[12:52, 12:52] = False
     return {"latent_inside": float(change[:, inside].mean()), "latent_outside": float(change[:, ~inside].mean()),
             "pixel_inside": float(pixels[:, 16:48, 16:48].mean()), "pixel_outside": float(pixels[:, outside_px].mean())}
+
+
+def with_lora(model, clip, strength: float, path: str | Path = DEMO_LORA) -> tuple:
+    """(MODEL, CLIP) patched as LoraLoader patches them (both strengths = `strength`); every key must match."""
+    model, clip, unmatched = apply_patch_file(read_state_dict(path), model, clip, strength, strength)
+    if unmatched:
+        raise ValueError(f"{len(unmatched)} keys of {path} matched no weight, e.g. {unmatched[:3]}")
+    return model, clip
+
+
+def style_prompts(n: int, *, trigger: bool = True) -> list[str]:
+    """n prompts of coloured shapes (not white or black, whose outline ink can match the fill) on varied backgrounds."""
+    colours = [c for c in COLOURS if c not in ("white", "black")]
+    out = []
+    for i in range(n):
+        colour, shape = colours[i % len(colours)], SHAPES[i % len(SHAPES)]
+        bg = [b for b in BACKGROUNDS if b != colour][i % (len(BACKGROUNDS) - 1)]
+        said = {"colour": colour, "shape": shape, "background": bg}
+        out.append(caption_of({"style": "outlined", **said} if trigger else said))
+    return out
+
+
+def outline_ceiling(vae, *, n: int = 16, seed: int = 6) -> float:
+    """Mean outline score of outlined renders (coloured shapes) after the VAE's round trip.
+
+    A LoRA can draw no clearer outline than its base's decoder can reproduce, so this bounds what
+    `lora_style` can measure on a given base.
+    """
+    images, scenes = make_dataset(2 * n, seed=seed, outlined=True)
+    images = images[[s.colour not in ("white", "black") for s in scenes]][:n]
+    decoded = to_uint8(vae.decode(vae.encode(torch.from_numpy(images).float() / 255)))
+    return float(np.mean([outline_score(im) for im in decoded]))
+
+
+def lora_style(model, clip, vae, *, n: int = 16, steps: int = 12, seed: int = 5,
+               path: str | Path = DEMO_LORA) -> dict:
+    """Mean outline score of the demo LoRA's pictures at strength 0 and 1 (with the trigger word) and at
+    strength 1 without it; `identical_at_0` says strength 0 reproduces the base model's pixels exactly and
+    `mean_abs_change_at_1` how far strength 1 moves them; `vae_ceiling` is `outline_ceiling` (what the base's VAE lets any outline score reach)."""
+    prompts, plain = style_prompts(n), style_prompts(n, trigger=False)
+    base = sample(model, clip, vae, prompts, seed=seed, steps=steps)
+    result = {"vae_ceiling": outline_ceiling(vae)}
+    for strength in (0.0, 1.0):
+        images = sample(*with_lora(model, clip, strength, path), vae, prompts, seed=seed, steps=steps)
+        result[f"outline_strength_{strength:g}"] = float(np.mean([outline_score(im) for im in images]))
+        if strength == 0:
+            result["identical_at_0"] = bool(np.array_equal(images, base))
+    result["mean_abs_change_at_1"] = float(np.abs(images.astype(np.float32) - base).mean())  # 0..255
+    images = sample(*with_lora(model, clip, 1.0, path), vae, plain, seed=seed, steps=steps)
+    result["outline_strength_1_without_trigger"] = float(np.mean([outline_score(im) for im in images]))
+    return result
+
+
+def placement_scenes(n: int, seed: int) -> tuple[list[Scene], list[str]]:
+    """Scenes at random positions and prompts that describe everything but the position."""
+    _, scenes = make_dataset(n, seed=seed)
+    prompts = [caption_of({k: v for k, v in describe(s).items() if k != "position"}) for s in scenes]
+    return scenes, prompts
+
+
+def controlnet_placement(model, clip, vae, *, n: int = 16, steps: int = 12, seed: int = 4, strength: float = 1.0,
+                         path: str | Path = DEMO_CONTROLNET) -> dict:
+    """Mean IoU between the evaluator's region and the edge map's shape, with the demo ControlNet and without.
+
+    The ControlNet is loaded and attached to positive and negative prompts as ControlNetLoader and
+    ControlNetApplyAdvanced do, with the edge maps as an IMAGE batch (what LoadImage gives).
+    """
+    scenes, prompts = placement_scenes(n, seed + 3000)
+    image = torch.from_numpy(np.stack([edge_map(s) for s in scenes])).float() / 255  # IMAGE [n, 64, 64, 3]
+    control, shared = load_controlnet(str(path)), {}
+    positive, negative = conditioning(clip, prompts), conditioning(clip, [""] * n)
+    latent = {"samples": torch.zeros(n, 4, 8, 8)}
+    controlled = [apply_control(c, control, image.movedim(-1, 1), strength, 0.0, 1.0, shared)
+                  for c in (positive, negative)]
+    result = {}
+    for label, (pos, neg) in {"iou": controlled, "iou_without_controlnet": (positive, negative)}.items():
+        out = ksampler(model, seed=seed, steps=steps, cfg=5.0, sampler_name="euler", scheduler="normal",
+                       positive=pos, negative=neg, latent=latent)["samples"]
+        images = to_uint8(vae.decode(out))
+        result[label] = float(np.mean([iou(read_image(im).mask, shape_mask(s)) for im, s in zip(images, scenes)]))
+    return result
