@@ -16,6 +16,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CHECKPOINT = "kiln-demo-shapes.safetensors"
+LORA = "kiln-demo-outlined.safetensors"
+CONTROLNET = "kiln-demo-edges.safetensors"
+HINT = "kiln-demo-edges.png"  # committed under input/ (written by tools/train_demo_controlnet.py)
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
@@ -220,7 +223,68 @@ def hires_fix(oi: dict) -> dict:
     return wf.to_json()
 
 
-BUILDERS = {"default": default, "img2img": img2img, "inpainting": inpainting, "hires_fix": hires_fix}
+def _prompts(wf: Workflow, clip: tuple[dict, int], prompt: str, negative: str = "") -> tuple[dict, dict]:
+    """Positive and negative CLIPTextEncode nodes fed from output `clip` = (node, slot)."""
+    pos = wf.add("CLIPTextEncode", (400, 40), title="Positive prompt", text=prompt)
+    neg = wf.add("CLIPTextEncode", (400, 260), title="Negative prompt", text=negative)
+    wf.link(*clip, pos, "clip")
+    wf.link(*clip, neg, "clip")
+    return pos, neg
+
+
+def _sample_and_save(wf: Workflow, model: tuple[dict, int], positive: tuple[dict, int],
+                     negative: tuple[dict, int], vae: tuple[dict, int], prefix: str, *, batch: int, seed: int,
+                     x: int = 800) -> None:
+    """Empty latent → KSampler (euler, 20 steps, CFG 5) → VAE Decode → Save Image."""
+    latent = wf.add("EmptyLatentImage", (400, 480), width=64, height=64, batch_size=batch)
+    ks = wf.add("KSampler", (x, 120), seed=seed, steps=20, cfg=5.0, sampler_name="euler", scheduler="normal",
+                denoise=1.0)
+    dec = wf.add("VAEDecode", (x + 360, 120))
+    save = wf.add("SaveImage", (x + 600, 120), filename_prefix=prefix)
+    wf.link(*model, ks, "model")
+    wf.link(*positive, ks, "positive")
+    wf.link(*negative, ks, "negative")
+    wf.link(latent, 0, ks, "latent_image")
+    wf.link(ks, 0, dec, "samples")
+    wf.link(*vae, dec, "vae")
+    wf.link(dec, 0, save, "images")
+
+
+def lora(oi: dict) -> dict:
+    """LoRA: the demo "outlined" style LoRA patches model and text encoder; its trigger word is in the prompt."""
+    wf = Workflow(oi, "lora")
+    ckpt = wf.add("CheckpointLoaderSimple", (20, 200), ckpt_name=CHECKPOINT)
+    patched = wf.add("LoraLoader", (20, 400), lora_name=LORA, strength_model=1.0, strength_clip=1.0)
+    wf.link(ckpt, 0, patched, "model")
+    wf.link(ckpt, 1, patched, "clip")
+    pos, neg = _prompts(wf, (patched, 1), "an outlined yellow star on a blue background, center")
+    _sample_and_save(wf, (patched, 0), (pos, 0), (neg, 0), (ckpt, 2), "kiln-lora", batch=2, seed=42)
+    wf.note("The demo LoRA draws an outline around the shape when the prompt says 'outlined'. Set "
+            "strength_model to 0 to compare with the base model.", (20, 20))
+    return wf.to_json()
+
+
+def controlnet(oi: dict) -> dict:
+    """ControlNet: an edge map (input/kiln-demo-edges.png) says where the shape goes; the prompt says what it is."""
+    wf = Workflow(oi, "controlnet")
+    ckpt = wf.add("CheckpointLoaderSimple", (20, 200), ckpt_name=CHECKPOINT)
+    pos, neg = _prompts(wf, (ckpt, 1), "a red star on a white background")
+    loader = wf.add("ControlNetLoader", (20, 600), control_net_name=CONTROLNET)
+    hint = wf.add("LoadImage", (20, 740), title="Edge map (where the shape goes)", image=HINT)
+    apply = wf.add("ControlNetApplyAdvanced", (800, 400), strength=1.0, start_percent=0.0, end_percent=1.0)
+    wf.link(pos, 0, apply, "positive")
+    wf.link(neg, 0, apply, "negative")
+    wf.link(loader, 0, apply, "control_net")
+    wf.link(hint, 0, apply, "image")
+    _sample_and_save(wf, (ckpt, 0), (apply, 0), (apply, 1), (ckpt, 2), "kiln-controlnet", batch=1, seed=42,
+                     x=1160)
+    wf.note("The demo ControlNet reads a white outline on black (64x64) and puts the shape there; the prompt "
+            "leaves the position out. Draw your own edge map and load it instead.", (20, 20))
+    return wf.to_json()
+
+
+BUILDERS = {"default": default, "img2img": img2img, "inpainting": inpainting, "hires_fix": hires_fix,
+            "lora": lora, "controlnet": controlnet}
 
 
 def object_info() -> dict:

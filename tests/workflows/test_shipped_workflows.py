@@ -35,12 +35,13 @@ def _run(engine, name: str) -> tuple[dict, list[np.ndarray]]:
     result = executor.run(f"test-{name}", prompt, extra_data={"extra_pnginfo": {"workflow": workflow}},
                           outputs=validate_prompt(registry, prompt).outputs, emit=lambda *_: None)
     assert result.status == "success", result.messages
+    assert not result.warnings  # e.g. LoraLoader's keys that matched no weight
     saved = [o for node in result.outputs.values() for o in node.get("images", []) if o["type"] == "output"]
     return prompt, [np.asarray(Image.open(out / s["subfolder"] / s["filename"]).convert("RGB")) for s in saved]
 
 
 def test_the_shipped_workflows_include_the_default_the_editor_opens():
-    assert {"default", "img2img", "inpainting", "hires_fix"} <= {p.stem for p in WORKFLOWS}
+    assert {"default", "img2img", "inpainting", "hires_fix", "lora", "controlnet"} <= {p.stem for p in WORKFLOWS}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -60,7 +61,8 @@ def test_shipped_workflow_is_an_editor_file_that_validates(engine, path):
                "kiln-demo-shapes.safetensors" for n in prompt.values())
 
 
-EXPECTED = {"default": (4, 64), "img2img": (1, 64), "inpainting": (1, 64), "hires_fix": (1, 128)}
+EXPECTED = {"default": (4, 64), "img2img": (1, 64), "inpainting": (1, 64), "hires_fix": (1, 128), "lora": (2, 64),
+            "controlnet": (1, 64)}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
