@@ -31,7 +31,8 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "yellow": COLOURS["yellow"],
 }
 SHAPES = ("circle", "square", "triangle", "star", "ring")
-SIZES: dict[str, float] = {"small": 9.0, "medium": 13.0, "large": 18.0}
+# Radii in pixels. Smaller shapes cover about two latent pixels of an f=8 VAE, too few to keep a star a star.
+SIZES: dict[str, float] = {"small": 11.0, "medium": 15.0, "large": 19.0}
 # Grid cell centres (fractions of the image) named as a person would say them.
 POSITIONS: dict[str, tuple[float, float]] = {
     "top left": (0.27, 0.27), "top": (0.5, 0.27), "top right": (0.73, 0.27),
@@ -114,7 +115,7 @@ def render(scene: Scene) -> np.ndarray:
     cx, cy, r = scene.cx * s, scene.cy * s, scene.radius * s
     if scene.outlined:
         ink = OUTLINE_ON_DARK if sum(bg) < 200 or sum(COLOURS[scene.colour]) < 200 else OUTLINE_COLOUR
-        width = 2.2 * s
+        width = 3.0 * s  # thinner outlines do not survive an f=8 VAE of this size
         _draw_shape(draw, scene.shape, cx, cy, r + width, ink, ink)
         _draw_shape(draw, scene.shape, cx, cy, r, COLOURS[scene.colour], bg)
         if scene.shape == "ring":  # the hole gets its own outline

@@ -25,7 +25,7 @@ from diffusion.models.unet import UNetModel
 from diffusion.sampling.parametrization import DiscreteSchedule
 from diffusion.tokenizer import ClipTokenizer
 from tools.demo_data import Scene, caption_of
-from tools.train_demo import SCALE_FACTOR, tokenize
+from tools.train_demo import SCALE_FACTOR, noise_level_weight, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "models" / "checkpoints" / "kiln-demo-shapes.safetensors"
@@ -81,8 +81,8 @@ class Noiser:
         return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float(), noise
 
     def weight(self, t: Tensor, cap: float) -> Tensor:
-        """Per-sample loss weight σ², clamped to [1, cap] (`train_unet`'s `high_noise_weight`), [B, 1, 1, 1]."""
-        return (self.sigmas[t.long()] ** 2).clamp(1.0, cap)[:, None, None, None]
+        """`train_unet`'s per-sample loss weight (`noise_level_weight`), [B, 1, 1, 1]."""
+        return noise_level_weight(self.sigmas[t.long()], cap)
 
 
 def seeded(seed: int) -> tuple[torch.Generator, random.Random]:

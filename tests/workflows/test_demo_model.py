@@ -9,10 +9,10 @@ from tools.demo_pipeline import (DEMO_CHECKPOINT, img2img_layout, inpaint_locali
                                  prompt_following)
 
 
-# The shipped checkpoint was trained for ~45 CPU-minutes on a shared 2-core machine: it draws one blob on a
-# plain background but does not follow the prompt yet (bench/demo_quality.py prints the scores). These
-# are the targets; they pass once the recipe gets more training time.
-UNDERTRAINED = pytest.mark.xfail(reason="demo model under-trained: prompt following near chance", strict=False)
+# Measured on the shipped file (bench/demo_quality.py): colour 100%, shape 79% at CFG 5 with the default
+# workflow's 20 Euler steps. Circles, squares, triangles and rings come out right; most stars come out as
+# blunt pentagons, which the VAE's round trip of real star pictures already does (its shape score is 78%).
+STARS_BLUNT = pytest.mark.xfail(reason="stars come out blunt: shape accuracy 79% < 80%", strict=False)
 
 
 @pytest.fixture(scope="module")
@@ -25,35 +25,36 @@ def scores(demo):
     return {cfg: prompt_following(*demo, cfg=cfg, n=100) for cfg in (5.0, 1.0)}
 
 
+def test_hundred_prompts_get_their_colour_and_background_at_cfg_5(scores):
+    assert scores[5.0]["colour"] >= 0.9 and scores[5.0]["background"] >= 0.9, scores
+
+
 def test_checkpoint_is_small_sd1_layout_and_documents_its_recipe():
     assert DEMO_CHECKPOINT.stat().st_size < 40 * 2**20
     with safe_open(str(DEMO_CHECKPOINT), "pt") as f:
         keys, meta = set(f.keys()), f.metadata()
     for prefix in ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer.text_model."):
         assert any(k.startswith(prefix) for k in keys)
-    assert json.loads(meta["kiln.training_config"])["unet"]["model_channels"] == 32
+    assert json.loads(meta["kiln.training_config"])["unet"]["model_channels"] == 64
     assert "circle" in json.loads(meta["kiln.dataset"])["shapes"]
 
 
 def test_demo_checkpoint_is_detected_as_sd1_with_its_tiny_config(demo):
     model, clip, vae = demo
     assert model.family == "sd1" and model.prediction == "eps"
-    assert model.config["model_channels"] == 32 and model.config["context_dim"] == 128
+    assert model.config["model_channels"] == 64 and model.config["context_dim"] == 128
     assert clip is not None and vae is not None
 
 
-@UNDERTRAINED
-def test_hundred_prompts_get_their_colour_and_shape_at_cfg_5(scores):
-    assert scores[5.0]["colour"] >= 0.9
-    assert scores[5.0]["shape"] >= 0.8
+@STARS_BLUNT
+def test_hundred_prompts_get_their_shape_at_cfg_5(scores):
+    assert scores[5.0]["shape"] >= 0.8, scores
 
 
-@UNDERTRAINED
 def test_cfg_5_follows_prompts_better_than_cfg_1(scores):
     assert scores[5.0]["colour"] + scores[5.0]["shape"] > scores[1.0]["colour"] + scores[1.0]["shape"]
 
 
-@UNDERTRAINED
 def test_naming_a_colour_in_the_negative_prompt_makes_it_rarer(demo):
     counts = negative_colour(*demo, colour="red")
     assert counts["with_negative"] < counts["without_negative"]
