@@ -23,23 +23,34 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-from tools.demo_pipeline import (DEMO_CHECKPOINT, DEMO_CONTROLNET, DEMO_LORA, controlnet_placement,  # noqa: E402
-                                 img2img_layout, inpaint_locality, load_demo, lora_style, negative_colour,
-                                 prompt_following, sample)
+from tools.demo_pipeline import (DEMO_CHECKPOINT, DEMO_CONTROLNET, DEMO_HINT, DEMO_LORA,  # noqa: E402
+                                 controlnet_placement, img2img_layout, inpaint_locality, load_demo, lora_style,
+                                 negative_colour, prompt_following, sample, sample_controlled, with_lora)
 
 SHOWCASE = ["a yellow star on a blue background, center", "a large red ring on a white background, top left",
             "a small green triangle on a black background, bottom right", "a purple square on a yellow background"]
+LORA_SHOWCASE = "orange circle on a gray background"  # after the trigger word
+CONTROLNET_SHOWCASE = "a red star on a white background"  # no position: the edge map decides
+
+
+def _save(images: list[np.ndarray], path: Path) -> str:
+    """Pictures side by side, upscaled 4x (nearest) so they read well in the README."""
+    strip = np.concatenate(images, axis=1)
+    Image.fromarray(strip).resize((strip.shape[1] * 4, strip.shape[0] * 4), Image.Resampling.NEAREST).save(path)
+    return path.name
 
 
 def save_showcase(model, clip, vae, folder: Path) -> list[str]:
-    """A few generated pictures, upscaled 4x (nearest) so they read well in the README."""
+    """A few generated pictures, the LoRA at strength 0 and 1, and a ControlNet hint beside its picture."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, prompt in enumerate(SHOWCASE):
-        (image,) = sample(model, clip, vae, [prompt], seed=i, steps=20)
-        name = f"demo-{i + 1}.png"
-        Image.fromarray(image).resize((256, 256), Image.Resampling.NEAREST).save(folder / name)
-        names.append(name)
+    names = [_save([sample(model, clip, vae, [prompt], seed=i, steps=20)[0]], folder / f"demo-{i + 1}.png")
+             for i, prompt in enumerate(SHOWCASE)]
+    prompt = [f"an outlined {LORA_SHOWCASE}"]
+    names.append(_save([sample(*with_lora(model, clip, strength), vae, prompt, seed=0, steps=20)[0]
+                        for strength in (0.0, 1.0)], folder / "demo-lora.png"))
+    hint = np.asarray(Image.open(DEMO_HINT).convert("RGB"))
+    names.append(_save([hint, sample_controlled(model, clip, vae, CONTROLNET_SHOWCASE, hint, seed=0, steps=20)],
+                       folder / "demo-controlnet.png"))
     return names
 
 

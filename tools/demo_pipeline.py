@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = ROOT / "models" / "checkpoints" / "kiln-demo-shapes.safetensors"
 DEMO_LORA = ROOT / "models" / "loras" / "kiln-demo-outlined.safetensors"
 DEMO_CONTROLNET = ROOT / "models" / "controlnet" / "kiln-demo-edges.safetensors"
+DEMO_HINT = ROOT / "input" / "kiln-demo-edges.png"  # the edge map the shipped ControlNet workflow loads
 
 
 def load_demo(path: str | Path = DEMO_CHECKPOINT):
@@ -70,8 +71,9 @@ def eval_prompts(n: int = 100) -> list[tuple[str, str, str, str]]:
     return cases
 
 
-def prompt_following(model, clip, vae, *, cfg: float, n: int = 100, steps: int = 12, seed: int = 0) -> dict:
-    """Colour, shape and background accuracy of the evaluator over n generated prompts."""
+def prompt_following(model, clip, vae, *, cfg: float, n: int = 100, steps: int = 20, seed: int = 0) -> dict:
+    """Colour, shape and background accuracy of the evaluator over n generated prompts (20 Euler steps, as the
+    default workflow samples)."""
     cases = eval_prompts(n)
     images = sample(model, clip, vae, [c[0] for c in cases], seed=seed, steps=steps, cfg=cfg)
     readings = [read_image(im) for im in images]
@@ -188,24 +190,37 @@ def placement_scenes(n: int, seed: int) -> tuple[list[Scene], list[str]]:
     return scenes, prompts
 
 
+def controlled(clip, prompts: list[str], hints: np.ndarray, strength: float = 1.0,
+               path: str | Path = DEMO_CONTROLNET) -> tuple[list, list]:
+    """(positive, negative) CONDITIONING with the ControlNet attached as ControlNetLoader and
+    ControlNetApplyAdvanced attach it; `hints` uint8 [n, 64, 64, 3] is the IMAGE batch LoadImage would give."""
+    image = torch.from_numpy(hints).float() / 255
+    control, shared = load_controlnet(str(path)), {}
+    positive, negative = conditioning(clip, prompts), conditioning(clip, [""] * len(prompts))
+    return tuple(apply_control(c, control, image.movedim(-1, 1), strength, 0.0, 1.0, shared)
+                 for c in (positive, negative))
+
+
+def _decoded(model, vae, positive: list, negative: list, n: int, *, seed: int, steps: int) -> np.ndarray:
+    out = ksampler(model, seed=seed, steps=steps, cfg=5.0, sampler_name="euler", scheduler="normal",
+                   positive=positive, negative=negative, latent={"samples": torch.zeros(n, 4, 8, 8)})["samples"]
+    return to_uint8(vae.decode(out))
+
+
+def sample_controlled(model, clip, vae, prompt: str, hint: np.ndarray, *, seed: int = 0, steps: int = 12) -> np.ndarray:
+    """One picture (uint8 [64, 64, 3]) for `prompt` with the demo ControlNet fed `hint` (uint8 [64, 64, 3])."""
+    return _decoded(model, vae, *controlled(clip, [prompt], hint[None]), 1, seed=seed, steps=steps)[0]
+
+
 def controlnet_placement(model, clip, vae, *, n: int = 16, steps: int = 12, seed: int = 4, strength: float = 1.0,
                          path: str | Path = DEMO_CONTROLNET) -> dict:
-    """Mean IoU between the evaluator's region and the edge map's shape, with the demo ControlNet and without.
-
-    The ControlNet is loaded and attached to positive and negative prompts as ControlNetLoader and
-    ControlNetApplyAdvanced do, with the edge maps as an IMAGE batch (what LoadImage gives).
-    """
+    """Mean IoU between the evaluator's region and the edge map's shape, with the demo ControlNet and without."""
     scenes, prompts = placement_scenes(n, seed + 3000)
-    image = torch.from_numpy(np.stack([edge_map(s) for s in scenes])).float() / 255  # IMAGE [n, 64, 64, 3]
-    control, shared = load_controlnet(str(path)), {}
-    positive, negative = conditioning(clip, prompts), conditioning(clip, [""] * n)
-    latent = {"samples": torch.zeros(n, 4, 8, 8)}
-    controlled = [apply_control(c, control, image.movedim(-1, 1), strength, 0.0, 1.0, shared)
-                  for c in (positive, negative)]
+    hints = np.stack([edge_map(s) for s in scenes])
+    runs = {"iou": controlled(clip, prompts, hints, strength, path),
+            "iou_without_controlnet": (conditioning(clip, prompts), conditioning(clip, [""] * n))}
     result = {}
-    for label, (pos, neg) in {"iou": controlled, "iou_without_controlnet": (positive, negative)}.items():
-        out = ksampler(model, seed=seed, steps=steps, cfg=5.0, sampler_name="euler", scheduler="normal",
-                       positive=pos, negative=neg, latent=latent)["samples"]
-        images = to_uint8(vae.decode(out))
+    for label, (positive, negative) in runs.items():
+        images = _decoded(model, vae, positive, negative, n, seed=seed, steps=steps)
         result[label] = float(np.mean([iou(read_image(im).mask, shape_mask(s)) for im, s in zip(images, scenes)]))
     return result

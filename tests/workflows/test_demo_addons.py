@@ -40,10 +40,10 @@ def test_lora_changes_the_pictures_at_strength_1_and_not_at_all_at_0(style):
     assert style["mean_abs_change_at_1"] > 5, style
 
 
-def test_lora_draws_outlines_at_strength_1(style):
-    if style["vae_ceiling"] < 0.3:  # the base's decoder blurs a 2-pixel outline away, whatever the LoRA does
-        pytest.xfail(f"the base VAE cannot show outlines (round trip of outlined renders): {style}")
-    assert style["outline_strength_1"] >= style["outline_strength_0"] + 0.1, style
+def test_lora_draws_outlines_at_strength_1_when_the_trigger_word_is_in_the_prompt(style):
+    # measured with 40 prompts: 0.07 at strength 0, 0.37 at strength 1, 0.04 at strength 1 without the trigger
+    assert style["outline_strength_1"] >= style["outline_strength_0"] + 0.15, style
+    assert style["outline_strength_1"] >= style["outline_strength_1_without_trigger"] + 0.15, style
 
 
 def test_controlnet_is_small_cldm_layout_and_loads_as_an_sd1_controlnet_of_the_demo_unet(demo):
@@ -60,7 +60,6 @@ def test_controlnet_moves_the_shape_towards_the_edge_map(placement):
     assert placement["iou"] >= placement["iou_without_controlnet"] + 0.2, placement
 
 
-# Measured 0.56 (16 scenes, 12 steps) on the current blurry, under-trained base checkpoint: its shapes are blobs.
-@pytest.mark.xfail(reason="demo base model under-trained: its shapes are blobs", strict=False)
+# measured with 40 scenes: IoU 0.76 with the ControlNet, 0.22 without
 def test_controlnet_puts_the_shape_where_the_edge_map_says(placement):
     assert placement["iou"] >= 0.6, placement
