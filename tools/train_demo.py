@@ -78,6 +78,39 @@ def log(stage: str, **values) -> None:
           flush=True)
 
 
+class LossLog:
+    """Logs a stage's mean loss every 50 steps as one JSON line (`extra` fields are the latest values)."""
+
+    def __init__(self, stage: str, key: str = "loss", started: float | None = None):
+        self.stage, self.key = stage, key
+        self.started = time.time() if started is None else started
+        self.values: list[float] = []
+
+    def add(self, step: int, value: float, **extra) -> None:
+        self.values.append(value)
+        if (step + 1) % 50 == 0:
+            log(self.stage, step=step + 1, **{self.key: float(np.mean(self.values))}, **extra,
+                seconds=time.time() - self.started)
+            self.values = []
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate: linear warm-up over `warmup` steps, then a cosine down to zero at `total`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+
+def optimise(opt: torch.optim.Optimizer, sched, loss: Tensor, clip=None) -> float:
+    """One optimiser and schedule step on `loss`, gradients of `clip` (if given) clipped to norm 1; the loss value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def tokenize(tokenizer: ClipTokenizer, texts: list[str]) -> Tensor:
     """Short prompts as ComfyUI's SD1 chunk: BOS, content, EOS, EOS padding to 77 ([B, 77] ids)."""
     rows = []
@@ -112,7 +145,7 @@ def train_vae(images: np.ndarray, cfg: dict, gen: torch.Generator) -> Autoencode
     pixels = to_pixels(images)
     weights = foreground_weights(pixels, cfg["foreground_weight"])
     n, crop, size = len(pixels), cfg["crop"], pixels.shape[-1]
-    t0, running = time.time(), []
+    losses = LossLog("vae", key="recon")
     for step in range(cfg["steps"]):
         idx = torch.randint(0, n, (cfg["batch"],), generator=gen)
         oy, ox = (int(v) * 8 for v in torch.randint(0, (size - crop) // 8 + 1, (2,), generator=gen))
@@ -127,15 +160,8 @@ def train_vae(images: np.ndarray, cfg: dict, gen: torch.Generator) -> Autoencode
         err = rec - x
         recon = (w * (err.abs() + err.pow(2))).mean() / w.mean()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        loss = recon + cfg["kl_weight"] * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running.append(recon.item())
-        if (step + 1) % 50 == 0:
-            log("vae", step=step + 1, recon=float(np.mean(running)), kl=kl.item(), seconds=time.time() - t0)
-            running = []
+        optimise(opt, sched, recon + cfg["kl_weight"] * kl)
+        losses.add(step, recon.item(), kl=kl.item())
     vae.eval().requires_grad_(False)
     normalise_latents(vae, pixels[:2000])
     return vae
@@ -156,7 +182,7 @@ def finetune_decoder(vae: AutoencoderKL, images: np.ndarray, cfg: dict, seed: in
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"], pct_start=0.05)
     crop, cells = cfg["crop"], (pixels.shape[-1] - cfg["crop"]) // 8 + 1
-    t0, running = time.time(), []
+    losses = LossLog("decoder", key="recon")
     for step in range(cfg["steps"]):
         idx = torch.randint(0, len(pixels), (cfg["batch"],), generator=gen)
         oy, ox = (int(v) for v in torch.randint(0, cells, (2,), generator=gen))
@@ -166,15 +192,7 @@ def finetune_decoder(vae: AutoencoderKL, images: np.ndarray, cfg: dict, seed: in
         with torch.autocast("cpu", dtype=torch.bfloat16):
             rec = vae.decoder(vae.post_quant_conv(z)).float()
         err, w = rec - pixels[window], weights[window]
-        loss = (w * (err.abs() + err.pow(2))).mean() / w.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log("decoder", step=step + 1, recon=float(np.mean(running)), seconds=time.time() - t0)
-            running = []
+        losses.add(step, optimise(opt, sched, (w * (err.abs() + err.pow(2))).mean() / w.mean()))
     vae.requires_grad_(False)
 
 
@@ -241,10 +259,7 @@ def train_clip(scenes: list[Scene], cfg: dict, tokenizer: ClipTokenizer, gen: to
                 logits = head(feats)
                 loss = loss + F.cross_entropy(logits, target)
                 correct += (logits.argmax(1) == target).float().mean().item()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimise(opt, sched, loss)
         if (step + 1) % 50 == 0:
             log("clip", step=step + 1, loss=loss.item(), accuracy=correct / (2 * len(heads)),
                 seconds=time.time() - t0)
@@ -274,13 +289,12 @@ def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: 
     unet = UNetModel(**unet_kwargs(cfg, enc.config.width))
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], weight_decay=0.01)
-    warm, total = cfg["warmup"], cfg["steps"]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    total = cfg["steps"]
+    sched = warmup_cosine(opt, cfg["warmup"], total)
     schedule = DiscreteSchedule()
     alphas_cumprod = 1 / (1 + schedule.sigmas.double() ** 2)
     x_all = latents * SCALE_FACTOR
-    t0, running = time.time(), []
+    losses = LossLog("unet")
     for step in range(total):
         idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
         said = random_descriptions(scenes, idx.tolist(), rng, cfg["caption_dropout"])
@@ -292,21 +306,13 @@ def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: 
         a = alphas_cumprod[t].float()[:, None, None, None]
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         weight = noise_level_weight(schedule.sigmas[t], cfg["loss_weight_cap"])
-        loss = (weight * (unet(xt, t.float(), context) - noise) ** 2).mean() / weight.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        loss = optimise(opt, sched, (weight * (unet(xt, t.float(), context) - noise) ** 2).mean() / weight.mean(),
+                        clip=unet.parameters())
         decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters()):
                 pe.lerp_(p, 1 - decay)
-        running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log("unet", step=step + 1, loss=float(np.mean(running)), lr=sched.get_last_lr()[0],
-                seconds=time.time() - t0)
-            running = []
+        losses.add(step, loss, lr=sched.get_last_lr()[0])
         if snapshot and (step + 1) % 300 == 0 and step + 1 < total:
             snapshot(ema, step + 1)
     return ema.eval()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from diffusion.models.controlnet import ControlNet  # noqa: E402
 from diffusion.models.unet import UNetModel  # noqa: E402
 from tools.demo_data import Scene, describe, edge_map, make_dataset  # noqa: E402
 from tools.demo_finetune import BASE, Noiser, load_base, scene_batch, seeded  # noqa: E402
-from tools.train_demo import log  # noqa: E402
+from tools.train_demo import LossLog, log, optimise, warmup_cosine  # noqa: E402
 
 CONFIG: dict = {
     "seed": 0, "images": 3000, "steps": 900, "batch": 32, "lr": 1e-3, "warmup": 30,
@@ -106,26 +105,16 @@ def main(argv: list[str] | None = None) -> None:
     net = control_from_base(unet, base.unet_config)
     params = list(net.parameters())
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
-    total, warm = cfg["steps"], cfg["warmup"]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    noiser, running = Noiser(gen), []
-    for step in range(total):
+    sched = warmup_cosine(opt, cfg["warmup"], cfg["steps"])
+    noiser, losses = Noiser(gen), LossLog("controlnet", started=started)
+    for step in range(cfg["steps"]):
         idx = scene_batch(scenes, gen, cfg["batch"])
         context = base.context(captions(scenes, idx, rng, cfg))
         xt, t, noise = noiser(x_all[idx])
         control = net(xt, hint_all[idx], t, context)
         weight = noiser.weight(t, cfg["loss_weight_cap"])
         loss = (weight * (unet(xt, t, context, control=control) - noise) ** 2).mean() / weight.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log("controlnet", step=step + 1, loss=float(np.mean(running)), seconds=time.time() - started)
-            running = []
+        losses.add(step, optimise(opt, sched, loss, clip=params))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

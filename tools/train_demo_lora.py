@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 from diffusion.models import Conv2d, Linear  # noqa: E402
 from tools.demo_data import describe, make_dataset  # noqa: E402
 from tools.demo_finetune import BASE, Noiser, load_base, scene_batch, seeded  # noqa: E402
-from tools.train_demo import log  # noqa: E402
+from tools.train_demo import LossLog, log, optimise, warmup_cosine  # noqa: E402
 
 TRIGGER = "outlined"
 CONFIG: dict = {
@@ -125,24 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     params = [p for a in adapters.values() for p in a.parameters()]
     log("adapters", layers=len(adapters), parameters=sum(p.numel() for p in params))
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.0)
-    total, warm = cfg["steps"], cfg["warmup"]
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    noiser, running = Noiser(gen), []
-    for step in range(total):
+    sched = warmup_cosine(opt, cfg["warmup"], cfg["steps"])
+    noiser, losses = Noiser(gen), LossLog("lora", started=started)
+    for step in range(cfg["steps"]):
         idx = scene_batch(scenes, gen, cfg["batch"])
         context = base.context(captions(scenes, idx, rng, cfg["caption_dropout"]))
         xt, t, noise = noiser(x_all[idx])
         loss = ((unet(xt, t, context) - noise) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        if (step + 1) % 50 == 0:
-            log("lora", step=step + 1, loss=float(np.mean(running)), seconds=time.time() - started)
-            running = []
+        losses.add(step, optimise(opt, sched, loss, clip=params))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
