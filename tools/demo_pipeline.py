@@ -37,6 +37,18 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+def denoised(model, positive: list, negative: list, latent: dict, *, seed: int, steps: int, cfg: float = 5.0,
+             sampler: str = "euler", scheduler: str = "normal", denoise: float = 1.0) -> torch.Tensor:
+    """KSampler's output latents for a LATENT dict and (positive, negative) CONDITIONING."""
+    return ksampler(model, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler,
+                    positive=positive, negative=negative, latent=latent, denoise=denoise)["samples"]
+
+
+def empty_latent(n: int, size: int = 64) -> dict:
+    """What EmptyLatentImage gives for n pictures of size x size."""
+    return {"samples": torch.zeros(n, 4, size // 8, size // 8)}
+
+
 def sample(model, clip, vae, prompts: list[str], *, seed: int = 0, steps: int = 12, cfg: float = 5.0,
            negative: str | list[str] = "", sampler: str = "euler", scheduler: str = "normal",
            init: np.ndarray | None = None, denoise: float = 1.0, mask: np.ndarray | None = None,
@@ -47,15 +59,14 @@ def sample(model, clip, vae, prompts: list[str], *, seed: int = 0, steps: int = 
     """
     negatives = [negative] * len(prompts) if isinstance(negative, str) else negative
     if init is None:
-        latent = {"samples": torch.zeros(len(prompts), 4, size // 8, size // 8)}
+        latent = empty_latent(len(prompts), size)
     else:
         latent = {"samples": vae.encode(torch.from_numpy(init).float() / 255)}
     if mask is not None:
         latent["noise_mask"] = torch.from_numpy(mask).float()[:, None]
-    out = ksampler(model, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler,
-                   positive=conditioning(clip, prompts), negative=conditioning(clip, negatives),
-                   latent=latent, denoise=denoise)
-    return to_uint8(vae.decode(out["samples"]))
+    out = denoised(model, conditioning(clip, prompts), conditioning(clip, negatives), latent, seed=seed,
+                   steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler, denoise=denoise)
+    return to_uint8(vae.decode(out))
 
 
 def eval_prompts(n: int = 100) -> list[tuple[str, str, str, str]]:
@@ -119,9 +130,8 @@ def inpaint_locality(model, clip, vae, *, n: int = 16, seed: int = 3) -> dict:
     mask = torch.zeros(n, 1, 64, 64)
     mask[:, :, 16:48, 16:48] = 1
     prompts = [f"a {s.colour} star on a {s.background} background, center" for s in scenes]
-    out = ksampler(model, seed=seed, steps=12, cfg=5.0, sampler_name="euler", scheduler="normal",
-                   positive=conditioning(clip, prompts), negative=conditioning(clip, [""] * n),
-                   latent={"samples": source, "noise_mask": mask}, denoise=1.0)["samples"]
+    out = denoised(model, conditioning(clip, prompts), conditioning(clip, [""] * n),
+                   {"samples": source, "noise_mask": mask}, seed=seed, steps=12)
     change = (out - source).abs().mean(dim=1)  # [n, 8, 8]
     inside = torch.zeros(8, 8, dtype=torch.bool)
     inside[2:6, 2:6] = True
@@ -168,7 +178,8 @@ def lora_style(model, clip, vae, *, n: int = 16, steps: int = 12, seed: int = 5,
                path: str | Path = DEMO_LORA) -> dict:
     """Mean outline score of the demo LoRA's pictures at strength 0 and 1 (with the trigger word) and at
     strength 1 without it; `identical_at_0` says strength 0 reproduces the base model's pixels exactly and
-    `mean_abs_change_at_1` how far strength 1 moves them; `vae_ceiling` is `outline_ceiling` (what the base's VAE lets any outline score reach)."""
+    `mean_abs_change_at_1` how far strength 1 moves them; `vae_ceiling` is `outline_ceiling` (what the base's
+    VAE lets any outline score reach)."""
     prompts, plain = style_prompts(n), style_prompts(n, trigger=False)
     base = sample(model, clip, vae, prompts, seed=seed, steps=steps)
     result = {"vae_ceiling": outline_ceiling(vae)}
@@ -194,22 +205,17 @@ def controlled(clip, prompts: list[str], hints: np.ndarray, strength: float = 1.
                path: str | Path = DEMO_CONTROLNET) -> tuple[list, list]:
     """(positive, negative) CONDITIONING with the ControlNet attached as ControlNetLoader and
     ControlNetApplyAdvanced attach it; `hints` uint8 [n, 64, 64, 3] is the IMAGE batch LoadImage would give."""
-    image = torch.from_numpy(hints).float() / 255
+    image = torch.tensor(hints).float() / 255  # a copy: hints may be a read-only view of a PIL image
     control, shared = load_controlnet(str(path)), {}
     positive, negative = conditioning(clip, prompts), conditioning(clip, [""] * len(prompts))
     return tuple(apply_control(c, control, image.movedim(-1, 1), strength, 0.0, 1.0, shared)
                  for c in (positive, negative))
 
 
-def _decoded(model, vae, positive: list, negative: list, n: int, *, seed: int, steps: int) -> np.ndarray:
-    out = ksampler(model, seed=seed, steps=steps, cfg=5.0, sampler_name="euler", scheduler="normal",
-                   positive=positive, negative=negative, latent={"samples": torch.zeros(n, 4, 8, 8)})["samples"]
-    return to_uint8(vae.decode(out))
-
-
 def sample_controlled(model, clip, vae, prompt: str, hint: np.ndarray, *, seed: int = 0, steps: int = 12) -> np.ndarray:
     """One picture (uint8 [64, 64, 3]) for `prompt` with the demo ControlNet fed `hint` (uint8 [64, 64, 3])."""
-    return _decoded(model, vae, *controlled(clip, [prompt], hint[None]), 1, seed=seed, steps=steps)[0]
+    out = denoised(model, *controlled(clip, [prompt], hint[None]), empty_latent(1), seed=seed, steps=steps)
+    return to_uint8(vae.decode(out))[0]
 
 
 def controlnet_placement(model, clip, vae, *, n: int = 16, steps: int = 12, seed: int = 4, strength: float = 1.0,
@@ -221,6 +227,6 @@ def controlnet_placement(model, clip, vae, *, n: int = 16, steps: int = 12, seed
             "iou_without_controlnet": (conditioning(clip, prompts), conditioning(clip, [""] * n))}
     result = {}
     for label, (positive, negative) in runs.items():
-        images = _decoded(model, vae, positive, negative, n, seed=seed, steps=steps)
+        images = to_uint8(vae.decode(denoised(model, positive, negative, empty_latent(n), seed=seed, steps=steps)))
         result[label] = float(np.mean([iou(read_image(im).mask, shape_mask(s)) for im, s in zip(images, scenes)]))
     return result
