@@ -1,8 +1,8 @@
-"""What the demo add-on trainers (LoRA, ControlNet) share: the frozen base read from its file, and noisy batches.
+"""What the demo add-on trainers (LoRA, ControlNet) share: the frozen base read from its file, and batch indices.
 
 Everything about the base (UNet config, text encoder width, VAE) is read from the checkpoint itself, so
-the add-ons retrain unchanged on a new base. The noising is `train_unet`'s (tools/train_demo.py): epsilon
-targets on the DDPM schedule that Kiln samples with.
+the add-ons retrain unchanged on a new base. They noise their batches with `train_unet`'s `Noiser`
+(tools/train_demo.py): epsilon targets on the DDPM schedule that Kiln samples with.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from torch import Tensor
 from diffusion.loading import load_checkpoint
 from diffusion.models.text_encoders import ClipTextEncoder
 from diffusion.models.unet import UNetModel
-from diffusion.sampling.parametrization import DiscreteSchedule
 from diffusion.tokenizer import ClipTokenizer
 from tools.demo_data import Scene, caption_of
-from tools.train_demo import SCALE_FACTOR, noise_level_weight, tokenize
+from tools.train_demo import SCALE_FACTOR, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "models" / "checkpoints" / "kiln-demo-shapes.safetensors"
@@ -64,25 +63,6 @@ def load_base(path: Path = BASE) -> Base:
     sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Base(unet.eval().requires_grad_(False), dict(model.config), encoder.eval().requires_grad_(False), vae,
                 ClipTokenizer(), sha, json.loads(meta.get("kiln.training_config", "{}")))
-
-
-class Noiser:
-    """Draws (x_t, t, noise) for clean scaled latents exactly as `train_unet` does."""
-
-    def __init__(self, gen: torch.Generator):
-        self.gen = gen
-        self.sigmas = DiscreteSchedule().sigmas
-        self.alphas_cumprod = 1 / (1 + self.sigmas.double() ** 2)
-
-    def __call__(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        t = torch.randint(0, 1000, (x0.shape[0],), generator=self.gen)
-        noise = torch.randn(x0.shape, generator=self.gen)
-        a = self.alphas_cumprod[t].float()[:, None, None, None]
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float(), noise
-
-    def weight(self, t: Tensor, cap: float) -> Tensor:
-        """`train_unet`'s per-sample loss weight (`noise_level_weight`), [B, 1, 1, 1]."""
-        return noise_level_weight(self.sigmas[t.long()], cap)
 
 
 def seeded(seed: int) -> tuple[torch.Generator, random.Random]:

@@ -1,9 +1,9 @@
 """Trains Kiln's bundled demo model (VAE, CLIP text encoder, UNet in SD1 layout) on procedural shapes.
 
 Usage: `python tools/train_demo.py [--out models/checkpoints/kiln-demo-shapes.safetensors]`.
-Stages: VAE, text encoder, UNet (snapshots every 300 steps), decoder fine-tuning. Everything is
+Stages: VAE, text encoder, UNet in two phases (snapshots every 300 steps), decoder fine-tuning. Everything is
 deterministic from `--seed` for a given `--threads`; losses are logged as JSON lines on stdout. The
-shipped file took 41 minutes with `--threads 2` on this 2-core CPU.
+shipped file took 44 minutes with `--threads 2` on this 2-core CPU.
 """
 
 from __future__ import annotations
@@ -48,20 +48,24 @@ CONFIG: dict = {
     # cheaper; convolutions do not care) with the shape's pixels weighted up: a plain loss learns the
     # large background first and blurs every shape into one average colour.
     "vae": {"ch": 64, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 4, "embed_dim": 4,
-            "steps": 1600, "batch": 32, "crop": 32, "lr": 2e-3, "kl_weight": 1e-4, "init_logvar": -6.0,
+            "steps": 1400, "batch": 32, "crop": 32, "lr": 2e-3, "kl_weight": 1e-4, "init_logvar": -6.0,
             "foreground_weight": 4.0},
     # Decoder-only fine-tuning (as SD's ft-MSE VAE): the latents stay fixed, so it never disturbs the UNet,
-    # and it has its own random stream, so it can also run beside the UNet stage. It sharpens the small
-    # shapes that the first stage still draws as round blobs.
-    "decoder": {"steps": 2000, "batch": 32, "crop": 32, "lr": 1e-3, "foreground_weight": 4.0, "seed_offset": 1},
+    # and it has its own random stream. Whole 64x64 pictures (not crops), so the mid-block attention sees
+    # what it sees at inference: the VAE's round trip then keeps 89% of shapes instead of 78%.
+    "decoder": {"steps": 1600, "batch": 8, "crop": 64, "lr": 1e-3, "foreground_weight": 4.0, "seed_offset": 1},
     "clip": {"width": 128, "layers": 3, "steps": 80, "batch": 128, "lr": 2e-3},
     # model_channels 64 for the same GroupNorm reason: at 32 the output norm leaves each channel's mean at
     # zero, and the per-channel mean of the noise is exactly what decides colour at high noise levels.
-    # The loss is weighted towards high noise (`noise_level_weight`).
+    # Two phases: `steps` with the loss weighted towards high noise (`noise_level_weight`), where the
+    # prompt decides colour and layout; then `detail_steps` of the plain epsilon loss at a lower rate,
+    # which weighs the low noise levels where corners and star points are drawn. Shape accuracy at CFG 5:
+    # 0.79 with the weighted loss alone (3200 steps), 0.93 with both phases (stars 0% -> about half right).
     "unet": {"in_channels": 4, "out_channels": 4, "model_channels": 64, "channel_mult": [1, 2, 2],
              "num_res_blocks": [1, 1, 1], "transformer_depth": [1, 1, 1], "transformer_depth_middle": 1,
              "transformer_depth_output": [1, 1, 1, 1, 1, 1], "use_linear_in_transformer": False,
-             "num_heads": 8, "steps": 3200, "batch": 32, "lr": 1e-3, "warmup": 100, "loss_weight_cap": 20.0,
+             "num_heads": 8, "steps": 3000, "batch": 32, "lr": 1e-3, "warmup": 100, "loss_weight_cap": 20.0,
+             "detail_steps": 1500, "detail_lr": 3e-4, "detail_warmup": 50,
              "caption_dropout": 0.1, "ema_decay": 0.995},
 }
 
@@ -270,9 +274,44 @@ def noise_level_weight(sigma: Tensor, cap: float) -> Tensor:
     """Loss weight min(1 + σ², cap) per sample, [B, 1, 1, 1]: between the epsilon loss and the v loss.
 
     At high noise the prompt decides colour and layout, yet a prediction error there costs the plain
-    epsilon loss almost nothing; 1 + σ² is what the v-prediction loss would weigh it by.
+    epsilon loss almost nothing; 1 + σ² is what the v-prediction loss would weigh it by. A cap of 1 is the
+    plain epsilon loss.
     """
     return (1 + sigma ** 2).clamp(max=cap)[:, None, None, None]
+
+
+class Noiser:
+    """Draws (x_t, t, noise) for clean scaled latents: epsilon targets on the DDPM schedule Kiln samples with."""
+
+    def __init__(self, gen: torch.Generator):
+        self.gen = gen
+        self.sigmas = DiscreteSchedule().sigmas
+        self.alphas_cumprod = 1 / (1 + self.sigmas.double() ** 2)
+
+    def __call__(self, x0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        t = torch.randint(0, 1000, (x0.shape[0],), generator=self.gen)
+        noise = torch.randn(x0.shape, generator=self.gen)
+        a = self.alphas_cumprod[t].float()[:, None, None, None]
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t.float(), noise
+
+    def weight(self, t: Tensor, cap: float) -> Tensor:
+        """The per-sample loss weight `noise_level_weight`, [B, 1, 1, 1]."""
+        return noise_level_weight(self.sigmas[t.long()], cap)
+
+
+class ContextCache:
+    """Frozen text-encoder outputs by caption: captions repeat (~9k distinct in 150k), so each is encoded once."""
+
+    def __init__(self, enc: ClipTextEncoder, tokenizer: ClipTokenizer):
+        self.enc, self.tokenizer, self.cache = enc, tokenizer, {}
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str]) -> Tensor:
+        """[B, 77, D] contexts for the captions."""
+        missing = sorted(set(captions) - self.cache.keys())
+        if missing:
+            self.cache.update(zip(missing, self.enc(tokenize(self.tokenizer, missing))[0]))
+        return torch.stack([self.cache[c] for c in captions])
 
 
 def unet_kwargs(cfg: dict, context_dim: int) -> dict:
@@ -284,37 +323,35 @@ def unet_kwargs(cfg: dict, context_dim: int) -> dict:
 
 def train_unet(latents: Tensor, scenes: list[Scene], enc: ClipTextEncoder, cfg: dict, tokenizer: ClipTokenizer,
                gen: torch.Generator, rng: random.Random, snapshot=None) -> UNetModel:
-    """Epsilon-prediction training on the DDPM schedule Kiln samples with; returns the EMA weights."""
+    """Epsilon-prediction training in two phases (high-noise weighted, then plain); returns the EMA weights."""
     torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
     unet = UNetModel(**unet_kwargs(cfg, enc.config.width))
     ema = copy.deepcopy(unet).requires_grad_(False)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg["lr"], weight_decay=0.01)
-    total = cfg["steps"]
-    sched = warmup_cosine(opt, cfg["warmup"], total)
-    schedule = DiscreteSchedule()
-    alphas_cumprod = 1 / (1 + schedule.sigmas.double() ** 2)
+    noiser, contexts = Noiser(gen), ContextCache(enc, tokenizer)
     x_all = latents * SCALE_FACTOR
-    losses = LossLog("unet")
-    for step in range(total):
-        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
-        said = random_descriptions(scenes, idx.tolist(), rng, cfg["caption_dropout"])
-        with torch.no_grad():
-            context, _ = enc(tokenize(tokenizer, [caption_of(s) for s in said]))
-        x0 = x_all[idx]
-        t = torch.randint(0, 1000, (cfg["batch"],), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = alphas_cumprod[t].float()[:, None, None, None]
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        weight = noise_level_weight(schedule.sigmas[t], cfg["loss_weight_cap"])
-        loss = optimise(opt, sched, (weight * (unet(xt, t.float(), context) - noise) ** 2).mean() / weight.mean(),
-                        clip=unet.parameters())
-        decay = min(cfg["ema_decay"], (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - decay)
-        losses.add(step, loss, lr=sched.get_last_lr()[0])
-        if snapshot and (step + 1) % 300 == 0 and step + 1 < total:
-            snapshot(ema, step + 1)
+    phases = [("unet", cfg["steps"], cfg["lr"], cfg["warmup"], cfg["loss_weight_cap"]),
+              ("unet_detail", cfg["detail_steps"], cfg["detail_lr"], cfg["detail_warmup"], 1.0)]
+    done, total = 0, cfg["steps"] + cfg["detail_steps"]
+    for stage, steps, lr, warmup, cap in phases:
+        opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
+        sched = warmup_cosine(opt, warmup, steps)
+        losses = LossLog(stage)
+        for step in range(steps):
+            idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+            said = random_descriptions(scenes, idx.tolist(), rng, cfg["caption_dropout"])
+            context = contexts([caption_of(s) for s in said])
+            xt, t, noise = noiser(x_all[idx])
+            weight = noiser.weight(t, cap)
+            loss = optimise(opt, sched, (weight * (unet(xt, t, context) - noise) ** 2).mean() / weight.mean(),
+                            clip=unet.parameters())
+            done += 1
+            decay = min(cfg["ema_decay"], done / (9 + done))
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), unet.parameters()):
+                    pe.lerp_(p, 1 - decay)
+            losses.add(step, loss, lr=sched.get_last_lr()[0])
+            if snapshot and done % 300 == 0 and done < total:
+                snapshot(ema, done)
     return ema.eval()
 
 
@@ -339,9 +376,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg["seed"], cfg["train_images"] = args.seed, args.images
     cfg["vae_outlined_images"] = max(1, round(cfg["vae_outlined_images"] * args.images / CONFIG["train_images"]))
     for stage in ("vae", "decoder", "clip", "unet"):
-        cfg[stage]["steps"] = max(1, round(cfg[stage]["steps"] * args.scale_steps))
-        if "warmup" in cfg[stage]:
-            cfg[stage]["warmup"] = min(cfg[stage]["warmup"], cfg[stage]["steps"])
+        for steps, warmup in (("steps", "warmup"), ("detail_steps", "detail_warmup")):
+            if steps in cfg[stage]:
+                cfg[stage][steps] = max(1, round(cfg[stage][steps] * args.scale_steps))
+            if warmup in cfg[stage]:
+                cfg[stage][warmup] = min(cfg[stage][warmup], cfg[stage][steps])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -376,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
 
     unet = train_unet(latents, scenes, enc, cfg["unet"], tokenizer, gen, rng, snapshot=save)
     finetune_decoder(vae, vae_images, cfg["decoder"], args.seed)
-    save(unet, cfg["unet"]["steps"])
+    save(unet, cfg["unet"]["steps"] + cfg["unet"]["detail_steps"])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Captions mostly leave the position out, so the hint has to carry it. The residua
 unscaled, as `diffusion.controlnet.AppliedControl` feeds them at strength 1. The file is in the original
 "cldm" layout (`control_model.` keys) that Kiln's ordinary ControlNetLoader detects. It also writes the
 hint picture the shipped ControlNet workflow loads. Deterministic from `--seed` (for a given `--threads`);
-losses are JSON lines. The shipped file came from `--threads 1` in 10.7 min on this 2-core CPU while the
+losses are JSON lines. The shipped file came from `--threads 1` in 10.1 min on this 2-core CPU while the
 LoRA trainer held the other core (0.7 s per step of 32).
 """
 
@@ -32,8 +32,8 @@ if str(ROOT) not in sys.path:
 from diffusion.models.controlnet import ControlNet  # noqa: E402
 from diffusion.models.unet import UNetModel  # noqa: E402
 from tools.demo_data import Scene, describe, edge_map, make_dataset  # noqa: E402
-from tools.demo_finetune import BASE, Noiser, load_base, scene_batch, seeded  # noqa: E402
-from tools.train_demo import LossLog, log, optimise, warmup_cosine  # noqa: E402
+from tools.demo_finetune import BASE, load_base, scene_batch, seeded  # noqa: E402
+from tools.train_demo import LossLog, Noiser, log, optimise, warmup_cosine  # noqa: E402
 
 CONFIG: dict = {
     "seed": 0, "images": 3000, "steps": 900, "batch": 32, "lr": 1e-3, "warmup": 30,

@@ -5,8 +5,8 @@ Low-rank adapters on the base UNet's attention, feed-forward, projection and Res
 outlined pictures captioned with "outlined" mixed with plain pictures captioned without it, so the word
 switches the style. The base stays frozen and the file uses kohya names (`lora_unet_<module path>`),
 which Kiln's ordinary LoraLoader matches. Deterministic from `--seed` (for a given `--threads`); losses are
-JSON lines on stdout. The shipped file came from `--threads 1` in 8.5 min on this 2-core CPU while the
-ControlNet trainer held the other core (0.9 s per step of 48).
+JSON lines on stdout. The shipped file came from `--threads 1` in 7.5 min on this 2-core CPU while the
+ControlNet trainer held the other core (0.75 s per step of 48).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ if str(ROOT) not in sys.path:
 
 from diffusion.models import Conv2d, Linear  # noqa: E402
 from tools.demo_data import describe, make_dataset  # noqa: E402
-from tools.demo_finetune import BASE, Noiser, load_base, scene_batch, seeded  # noqa: E402
-from tools.train_demo import LossLog, log, optimise, warmup_cosine  # noqa: E402
+from tools.demo_finetune import BASE, load_base, scene_batch, seeded  # noqa: E402
+from tools.train_demo import LossLog, Noiser, log, optimise, warmup_cosine  # noqa: E402
 
 TRIGGER = "outlined"
 CONFIG: dict = {
