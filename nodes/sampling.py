@@ -10,17 +10,10 @@ from PIL import Image, ImageOps
 from diffusion.sampling import schedules
 from diffusion.sampling.ksampler import (NonFiniteLatent, SamplerChoice, ksampler, model_sampling_for,
                                          sample_latent)
-from diffusion.sampling.samplers import SAMPLER_NAMES, UNSUPPORTED_SAMPLERS, UnsupportedSampler
+from diffusion.sampling.samplers import SAMPLER_NAMES, UnsupportedSampler
 from engine.schema import Boolean, Combo, Float, Int, NodeContext, Output, Socket, node
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
-
-
-def _check_sampler(sampler_name: str) -> bool | str:
-    """Validation: a listed sampler Kiln does not implement is rejected by name before running."""
-    if sampler_name in UNSUPPORTED_SAMPLERS:
-        return f"sampler {sampler_name!r} is not implemented in Kiln; choose another sampler_name"
-    return True
 
 
 def _progress(ctx: NodeContext, model: Any):
@@ -53,8 +46,7 @@ def _run(class_type: str, ctx: NodeContext, fn, **kwargs) -> dict:
 
 @node("KSampler", category="sampling", display_name="KSampler",
       outputs=[Output("LATENT", tooltip="the denoised latent")],
-      description="Denoises a latent with a model, prompts and a seed.",
-      validate_inputs=_check_sampler)
+      description="Denoises a latent with a model, prompts and a seed.")
 def k_sampler(
     model: Annotated[Any, Socket("MODEL", tooltip="diffusion model that denoises")],
     seed: Annotated[int, Int(default=0, min=0, max=SEED_MAX, control_after_generate=True,
@@ -82,7 +74,7 @@ def k_sampler(
 
 
 @node("KSamplerAdvanced", category="sampling", display_name="KSampler (Advanced)",
-      outputs=[Output("LATENT")], validate_inputs=_check_sampler)
+      outputs=[Output("LATENT")])
 def k_sampler_advanced(
     model: Annotated[Any, Socket("MODEL")],
     add_noise: Annotated[str, Combo(["enable", "disable"])],
@@ -110,8 +102,7 @@ def k_sampler_advanced(
 
 
 @node("KSamplerSelect", category="sampling/custom_sampling/samplers", display_name="KSamplerSelect",
-      python_module="comfy_extras.nodes_custom_sampler", v3=True, outputs=[Output("SAMPLER")],
-      validate_inputs=_check_sampler)
+      python_module="comfy_extras.nodes_custom_sampler", v3=True, outputs=[Output("SAMPLER")])
 def k_sampler_select(
     sampler_name: Annotated[str, Combo(SAMPLER_NAMES, style="combo")],
 ):

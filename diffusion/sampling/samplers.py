@@ -35,6 +35,14 @@ def _denoise_with_uncond(denoise: Denoiser, x: Tensor, sigma: Tensor) -> tuple[T
     return with_uncond(x, sigma)
 
 
+def _guided(denoise: Denoiser, x: Tensor, sigma: Tensor, cfg_pp: bool) -> tuple[Tensor, Tensor]:
+    """(D, the prediction a step re-noises along): D_uncond for CFG++ samplers, D itself otherwise."""
+    if cfg_pp:
+        return _denoise_with_uncond(denoise, x, sigma)
+    d = denoise(x, sigma)
+    return d, d
+
+
 def _to_d(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
     """Karras ODE derivative dx/dsigma."""
     return (x - denoised) / sigma
@@ -340,24 +348,32 @@ def sample_dpm_adaptive(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
                               noise: NoiseSampler, on_step: StepCallback | None = None,
-                              eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
-    """Ancestral DPM-Solver++(2S) single-step (Lu et al. 2022b, arXiv 2211.01095)."""
+                              eta: float = 1.0, s_noise: float = 1.0, cfg_pp: bool = False) -> Tensor:
+    """Ancestral DPM-Solver++(2S) (Lu et al. 2022b, arXiv 2211.01095); CFG++ starts from x + D − D_uncond."""
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigmas[i])
+        denoised, uncond = _guided(denoise, x, sigmas[i], cfg_pp)
         sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            x = denoised if cfg_pp else x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
             t, t_next = -sigmas[i].log(), -sigma_down.log()
             h = t_next - t
             sigma_s = (-(t + h / 2)).exp()
-            x_2 = (sigma_s / sigmas[i]) * x - (-h / 2).expm1() * denoised
+            start = x + (denoised - uncond) if cfg_pp else x
+            x_2 = (sigma_s / sigmas[i]) * start - (-h / 2).expm1() * denoised
             denoised_2 = denoise(x_2, sigma_s)
-            x = (sigma_down / sigmas[i]) * x - (-h).expm1() * denoised_2
+            x = (sigma_down / sigmas[i]) * start - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
         _report(on_step, i, x, denoised)
     return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral_cfg_pp(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
+                                     noise: NoiseSampler, on_step: StepCallback | None = None) -> Tensor:
+    """Ancestral DPM-Solver++(2S) with CFG++ (Chung et al. 2024, arXiv 2406.08070)."""
+    return sample_dpmpp_2s_ancestral(denoise, x, sigmas, noise=noise, on_step=on_step, cfg_pp=True)
 
 
 @torch.no_grad()
@@ -677,13 +693,17 @@ def _phi2(z: Tensor) -> Tensor:
 
 
 def _res_multistep(denoise: Denoiser, x: Tensor, sigmas: Tensor, noise: NoiseSampler | None,
-                   on_step: StepCallback | None, eta: float, s_noise: float = 1.0) -> Tensor:
+                   on_step: StepCallback | None, eta: float, s_noise: float = 1.0, cfg_pp: bool = False) -> Tensor:
+    """RES multistep; with `cfg_pp` (CFG++) x first takes the guidance D − D_uncond and steps follow D_uncond."""
     old_denoised, old_sigma_down = None, None
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigmas[i])
+        denoised, uncond = _guided(denoise, x, sigmas[i], cfg_pp)
         sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0 or old_denoised is None:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            if cfg_pp:
+                x = denoised + _to_d(x, sigmas[i], uncond) * sigma_down
+            else:
+                x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
             t, t_next = -sigmas[i].log(), -sigma_down.log()
             t_prev, t_old = -sigmas[i - 1].log(), -old_sigma_down.log()
@@ -691,10 +711,12 @@ def _res_multistep(denoise: Denoiser, x: Tensor, sigmas: Tensor, noise: NoiseSam
             c2 = (t_prev - t_old) / h
             b1 = torch.nan_to_num(_phi1(-h) - _phi2(-h) / c2)
             b2 = torch.nan_to_num(_phi2(-h) / c2)
-            x = (-h).exp() * x + h * (b1 * denoised + b2 * old_denoised)
+            if cfg_pp:
+                x = x + (denoised - uncond)
+            x = (-h).exp() * x + h * (b1 * uncond + b2 * old_denoised)
         if sigmas[i + 1] > 0 and eta > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        old_denoised, old_sigma_down = denoised, sigma_down
+        old_denoised, old_sigma_down = uncond, sigma_down
         _report(on_step, i, x, denoised)
     return x
 
@@ -708,6 +730,14 @@ def sample_res_multistep(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
 
 
 @torch.no_grad()
+def sample_res_multistep_cfg_pp(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
+                                noise: NoiseSampler | None = None,
+                                on_step: StepCallback | None = None) -> Tensor:
+    """RES multistep with CFG++ (Zhang et al. 2023; Chung et al. 2024, arXiv 2406.08070)."""
+    return _res_multistep(denoise, x, sigmas, noise, on_step, eta=0.0, cfg_pp=True)
+
+
+@torch.no_grad()
 def sample_res_multistep_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
                                    noise: NoiseSampler,
                                    on_step: StepCallback | None = None) -> Tensor:
@@ -716,24 +746,40 @@ def sample_res_multistep_ancestral(denoise: Denoiser, x: Tensor, sigmas: Tensor,
 
 
 @torch.no_grad()
+def sample_res_multistep_ancestral_cfg_pp(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
+                                          noise: NoiseSampler,
+                                          on_step: StepCallback | None = None) -> Tensor:
+    """Ancestral RES multistep with CFG++ (Zhang et al. 2023; Chung et al. 2024, arXiv 2406.08070)."""
+    return _res_multistep(denoise, x, sigmas, noise, on_step, eta=1.0, cfg_pp=True)
+
+
+@torch.no_grad()
 def sample_gradient_estimation(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
-                               noise: NoiseSampler | None = None,
-                               on_step: StepCallback | None = None, ge_gamma: float = 2.0) -> Tensor:
+                               noise: NoiseSampler | None = None, on_step: StepCallback | None = None,
+                               ge_gamma: float = 2.0, cfg_pp: bool = False) -> Tensor:
     """Gradient estimation (Permenter & Yuan 2024, "Interpreting and improving diffusion models from an optimization perspective")."""
     old_d = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigmas[i])
-        d = _to_d(x, sigmas[i], denoised)
+        denoised, uncond = _guided(denoise, x, sigmas[i], cfg_pp)
+        d = _to_d(x, sigmas[i], uncond)
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            x = x + d * dt
+            x = denoised + d * sigmas[i + 1] if cfg_pp else x + d * dt
             if old_d is not None:
                 x = x + (ge_gamma - 1) * (d - old_d) * dt
         old_d = d
         _report(on_step, i, x, denoised)
     return x
+
+
+@torch.no_grad()
+def sample_gradient_estimation_cfg_pp(denoise: Denoiser, x: Tensor, sigmas: Tensor, *,
+                                      noise: NoiseSampler | None = None,
+                                      on_step: StepCallback | None = None) -> Tensor:
+    """Gradient estimation with CFG++ (Chung et al. 2024, arXiv 2406.08070)."""
+    return sample_gradient_estimation(denoise, x, sigmas, noise=noise, on_step=on_step, cfg_pp=True)
 
 
 def _ou_noise(previous: Tensor | None, decay_h: Tensor, eta: float, fresh: Tensor) -> Tensor:
@@ -1098,6 +1144,7 @@ SAMPLERS: dict[str, Sampler] = {
     "dpm_fast": Sampler(sample_dpm_fast),
     "dpm_adaptive": Sampler(sample_dpm_adaptive),
     "dpmpp_2s_ancestral": Sampler(sample_dpmpp_2s_ancestral, "default"),
+    "dpmpp_2s_ancestral_cfg_pp": Sampler(sample_dpmpp_2s_ancestral_cfg_pp, "default", needs_uncond=True),
     "dpmpp_sde": Sampler(sample_dpmpp_sde, "brownian"),
     "dpmpp_sde_gpu": Sampler(sample_dpmpp_sde, "brownian_device"),
     "dpmpp_2m": Sampler(sample_dpmpp_2m),
@@ -1114,8 +1161,11 @@ SAMPLERS: dict[str, Sampler] = {
     "ipndm_v": Sampler(sample_ipndm_v),
     "deis": Sampler(sample_deis),
     "res_multistep": Sampler(sample_res_multistep),
+    "res_multistep_cfg_pp": Sampler(sample_res_multistep_cfg_pp, needs_uncond=True),
     "res_multistep_ancestral": Sampler(sample_res_multistep_ancestral, "default"),
+    "res_multistep_ancestral_cfg_pp": Sampler(sample_res_multistep_ancestral_cfg_pp, "default", needs_uncond=True),
     "gradient_estimation": Sampler(sample_gradient_estimation),
+    "gradient_estimation_cfg_pp": Sampler(sample_gradient_estimation_cfg_pp, needs_uncond=True),
     "er_sde": Sampler(sample_er_sde, "default"),
     "seeds_2": Sampler(sample_seeds_2, "default"),
     "seeds_3": Sampler(sample_seeds_3, "default"),
@@ -1126,8 +1176,7 @@ SAMPLERS: dict[str, Sampler] = {
     "uni_pc_bh2": Sampler(sample_uni_pc_bh2, discard_penultimate=True),
 }
 
-# ComfyUI's combo list (sampling.md §5.1), in order. Names missing from SAMPLERS are listed so
-# shared workflows validate against /object_info, but selecting one is a clear error.
+# ComfyUI's combo list (sampling.md §5.1), in order; every name is implemented above.
 SAMPLER_NAMES: list[str] = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2",
     "exp_heun_2_x0", "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
@@ -1139,19 +1188,14 @@ SAMPLER_NAMES: list[str] = [
     "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece",
     "ddim", "uni_pc", "uni_pc_bh2",
 ]
-UNSUPPORTED_SAMPLERS: frozenset[str] = frozenset(n for n in SAMPLER_NAMES if n not in SAMPLERS)
 
 
 class UnsupportedSampler(ValueError):
-    """A ComfyUI sampler name Kiln lists but does not implement."""
+    """A sampler name that is not one of ComfyUI's (e.g. from a hand-written API prompt)."""
 
 
 def get_sampler(name: str) -> Sampler:
-    """The sampler registered under `name`; a listed-but-unimplemented or unknown name raises."""
+    """The sampler registered under `name`; an unknown name raises."""
     if name in SAMPLERS:
         return SAMPLERS[name]
-    if name in UNSUPPORTED_SAMPLERS:
-        raise UnsupportedSampler(
-            f"sampler {name!r} is not implemented in Kiln; choose another sampler "
-            f"(implemented: {', '.join(SAMPLERS)})")
     raise UnsupportedSampler(f"unknown sampler {name!r}")

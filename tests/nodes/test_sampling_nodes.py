@@ -9,7 +9,6 @@ from diffusion import configs
 from diffusion.latent_formats import SD15
 from diffusion.model_handle import ModelHandle
 from diffusion.models.unet import UNetModel
-from diffusion.sampling.samplers import UNSUPPORTED_SAMPLERS
 from engine.errors import Interrupted
 from nodes.sampling import (basic_scheduler, k_sampler, k_sampler_advanced, k_sampler_select,
                             sampler_custom, sd_turbo_scheduler)
@@ -88,15 +87,6 @@ def test_interrupt_stops_sampling_at_the_next_step(model, conds, ctx):
     with pytest.raises(Interrupted):
         ksampler_node(model, conds, ctx, steps=5)
     assert seen == [1]
-
-
-def test_unimplemented_sampler_names_fail_validation_by_name():
-    validate = k_sampler.spec.validate_inputs
-    assert validate(sampler_name="euler") is True
-    for name in UNSUPPORTED_SAMPLERS:
-        assert name in validate(sampler_name=name)
-        assert name in k_sampler_advanced.spec.validate_inputs(sampler_name=name)
-        assert name in k_sampler_select.spec.validate_inputs(sampler_name=name)
 
 
 def test_nan_latents_raise_an_error_naming_the_node(conds, ctx):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from diffusion.sampling.ksampler import NonFiniteLatent, ksampler
-from diffusion.sampling.samplers import SAMPLERS, UNSUPPORTED_SAMPLERS, UnsupportedSampler
+from diffusion.sampling.samplers import SAMPLERS, UnsupportedSampler
 from diffusion.sampling.schedules import SCHEDULER_NAMES
 
 from sampling_fakes import fake_model, micro_model
@@ -102,10 +102,9 @@ def test_on_step_reports_every_step_with_the_total(model, conds):
     assert calls == [(0, 3), (1, 3), (2, 3)]
 
 
-def test_unimplemented_samplers_fail_naming_themselves(model, conds):
-    for name in sorted(UNSUPPORTED_SAMPLERS):
-        with pytest.raises(UnsupportedSampler, match=name):
-            run(model, conds, sampler_name=name)
+def test_an_unknown_sampler_fails_naming_itself(model, conds):
+    with pytest.raises(UnsupportedSampler, match="euler_turbo_9000"):
+        run(model, conds, sampler_name="euler_turbo_9000")
 
 
 def test_nan_from_the_model_is_a_clear_error():
