@@ -1,4 +1,4 @@
-"""What the demo add-on trainers (LoRA, ControlNet) share: the frozen base read from its file, and batch indices.
+"""What the demo add-on trainers (LoRA, ControlNet) share: the frozen base, command line, metadata, batch indices.
 
 Everything about the base (UNet config, text encoder width, VAE) is read from the checkpoint itself, so
 the add-ons retrain unchanged on a new base. They noise their batches with `train_unet`'s `Noiser`
@@ -7,6 +7,7 @@ the add-ons retrain unchanged on a new base. They noise their batches with `trai
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -63,6 +64,31 @@ def load_base(path: Path = BASE) -> Base:
     sha = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Base(unet.eval().requires_grad_(False), dict(model.config), encoder.eval().requires_grad_(False), vae,
                 ClipTokenizer(), sha, json.loads(meta.get("kiln.training_config", "{}")))
+
+
+def addon_parser(description: str, out: Path, config: dict) -> argparse.ArgumentParser:
+    """The options every add-on trainer takes: base checkpoint, output file, seed, steps, torch threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--base", default=str(BASE))
+    parser.add_argument("--out", default=str(out))
+    parser.add_argument("--seed", type=int, default=config["seed"])
+    parser.add_argument("--steps", type=int, default=config["steps"])
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def start_addon(args: argparse.Namespace, config: dict) -> tuple[dict, Base, torch.Generator, random.Random]:
+    """An add-on run's config (seed and steps from the command line), its RNG streams and the frozen base."""
+    cfg = config | {"seed": args.seed, "steps": args.steps}
+    torch.set_num_threads(args.threads)
+    gen, rng = seeded(cfg["seed"])
+    return cfg, load_base(Path(args.base)), gen, rng
+
+
+def addon_metadata(cfg: dict, base: Base, args: argparse.Namespace, minutes: float, recipe: str) -> dict:
+    """The safetensors metadata every add-on records: its config, its base, how long and how it was trained."""
+    return {"kiln.training_config": json.dumps(cfg), "kiln.base_sha256_16": base.file_sha,
+            "kiln.training_minutes": f"{minutes:.1f}", "kiln.threads": str(args.threads), "kiln.recipe": recipe}
 
 
 def seeded(seed: int) -> tuple[torch.Generator, random.Random]:

@@ -13,8 +13,6 @@ LoRA trainer held the other core (0.7 s per step of 32).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ if str(ROOT) not in sys.path:
 from diffusion.models.controlnet import ControlNet  # noqa: E402
 from diffusion.models.unet import UNetModel  # noqa: E402
 from tools.demo_data import Scene, describe, edge_map, make_dataset  # noqa: E402
-from tools.demo_finetune import BASE, load_base, scene_batch, seeded  # noqa: E402
+from tools.demo_finetune import addon_metadata, addon_parser, scene_batch, start_addon  # noqa: E402
 from tools.train_demo import LossLog, Noiser, log, optimise, warmup_cosine  # noqa: E402
 
 CONFIG: dict = {
@@ -84,19 +82,11 @@ def cldm_state(net: ControlNet) -> dict[str, Tensor]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=str(BASE))
-    parser.add_argument("--out", default=str(ROOT / "models/controlnet/kiln-demo-edges.safetensors"))
+    parser = addon_parser(__doc__.splitlines()[0], ROOT / "models/controlnet/kiln-demo-edges.safetensors", CONFIG)
     parser.add_argument("--hint-out", default=str(ROOT / "input/kiln-demo-edges.png"))
-    parser.add_argument("--seed", type=int, default=CONFIG["seed"])
-    parser.add_argument("--steps", type=int, default=CONFIG["steps"])
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    cfg = CONFIG | {"seed": args.seed, "steps": args.steps}
-    torch.set_num_threads(args.threads)
     started = time.time()
-    gen, rng = seeded(cfg["seed"])
-    base = load_base(Path(args.base))
+    cfg, base, gen, rng = start_addon(args, CONFIG)
     images, scenes = make_dataset(cfg["images"], seed=cfg["seed"] + 300)
     x_all, hint_all = base.latents(images), hints(scenes)
     log("data", images=len(images), seconds=time.time() - started)
@@ -122,9 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     metadata = {
         "modelspec.title": "Kiln demo edges", "modelspec.architecture": "stable-diffusion-v1/controlnet",
         "kiln.hint": "white shape outline on black (tools/demo_data.edge_map)",
-        "kiln.training_config": json.dumps(cfg), "kiln.base_sha256_16": base.file_sha,
-        "kiln.training_minutes": f"{minutes:.1f}", "kiln.threads": str(args.threads),
-        "kiln.recipe": "tools/train_demo_controlnet.py",
+        **addon_metadata(cfg, base, args, minutes, "tools/train_demo_controlnet.py"),
     }
     save_file(cldm_state(net), str(out), metadata=metadata)
     hint_out = Path(args.hint_out)

@@ -11,8 +11,6 @@ ControlNet trainer held the other core (0.75 s per step of 48).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
@@ -30,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 from diffusion.models import Conv2d, Linear  # noqa: E402
 from tools.demo_data import describe, make_dataset  # noqa: E402
-from tools.demo_finetune import BASE, load_base, scene_batch, seeded  # noqa: E402
+from tools.demo_finetune import addon_metadata, addon_parser, scene_batch, start_addon  # noqa: E402
 from tools.train_demo import LossLog, Noiser, log, optimise, warmup_cosine  # noqa: E402
 
 TRIGGER = "outlined"
@@ -104,18 +102,10 @@ def captions(scenes: list, idx: list[int], rng, dropout: float) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default=str(BASE))
-    parser.add_argument("--out", default=str(ROOT / "models/loras/kiln-demo-outlined.safetensors"))
-    parser.add_argument("--seed", type=int, default=CONFIG["seed"])
-    parser.add_argument("--steps", type=int, default=CONFIG["steps"])
-    parser.add_argument("--threads", type=int, default=2)
+    parser = addon_parser(__doc__.splitlines()[0], ROOT / "models/loras/kiln-demo-outlined.safetensors", CONFIG)
     args = parser.parse_args(argv)
-    cfg = CONFIG | {"seed": args.seed, "steps": args.steps}
-    torch.set_num_threads(args.threads)
     started = time.time()
-    gen, rng = seeded(cfg["seed"])
-    base = load_base(Path(args.base))
+    cfg, base, gen, rng = start_addon(args, CONFIG)
     images, scenes = training_data(cfg["images_per_style"], cfg["seed"])
     x_all = base.latents(images)
     log("data", images=len(images), seconds=time.time() - started)
@@ -140,10 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     metadata = {
         "modelspec.title": "Kiln demo outlined", "modelspec.architecture": "stable-diffusion-v1/lora",
         "ss_network_dim": str(cfg["rank"]), "ss_network_alpha": str(cfg["alpha"]),
-        "modelspec.trigger_phrase": TRIGGER,
-        "kiln.trigger_word": TRIGGER, "kiln.training_config": json.dumps(cfg), "kiln.base_sha256_16": base.file_sha,
-        "kiln.training_minutes": f"{minutes:.1f}", "kiln.threads": str(args.threads),
-        "kiln.recipe": "tools/train_demo_lora.py",
+        "modelspec.trigger_phrase": TRIGGER, "kiln.trigger_word": TRIGGER,
+        **addon_metadata(cfg, base, args, minutes, "tools/train_demo_lora.py"),
     }
     save_file(kohya_state(adapters), str(out), metadata=metadata)
     log("saved", path=str(out), kilobytes=out.stat().st_size / 1024, minutes=minutes)
