@@ -182,16 +182,17 @@ def lora_style(model, clip, vae, *, n: int = 16, steps: int = 12, seed: int = 5,
     VAE lets any outline score reach)."""
     prompts, plain = style_prompts(n), style_prompts(n, trigger=False)
     base = sample(model, clip, vae, prompts, seed=seed, steps=steps)
-    result = {"vae_ceiling": outline_ceiling(vae)}
-    for strength in (0.0, 1.0):
-        images = sample(*with_lora(model, clip, strength, path), vae, prompts, seed=seed, steps=steps)
-        result[f"outline_strength_{strength:g}"] = float(np.mean([outline_score(im) for im in images]))
-        if strength == 0:
-            result["identical_at_0"] = bool(np.array_equal(images, base))
-    result["mean_abs_change_at_1"] = float(np.abs(images.astype(np.float32) - base).mean())  # 0..255
-    images = sample(*with_lora(model, clip, 1.0, path), vae, plain, seed=seed, steps=steps)
-    result["outline_strength_1_without_trigger"] = float(np.mean([outline_score(im) for im in images]))
-    return result
+    off, on = (with_lora(model, clip, strength, path) for strength in (0.0, 1.0))
+    at_0, at_1 = (sample(*patched, vae, prompts, seed=seed, steps=steps) for patched in (off, on))
+    without_trigger = sample(*on, vae, plain, seed=seed, steps=steps)
+
+    def score(images: np.ndarray) -> float:
+        return float(np.mean([outline_score(im) for im in images]))
+
+    return {"vae_ceiling": outline_ceiling(vae), "outline_strength_0": score(at_0),
+            "identical_at_0": bool(np.array_equal(at_0, base)), "outline_strength_1": score(at_1),
+            "mean_abs_change_at_1": float(np.abs(at_1.astype(np.float32) - base).mean()),  # 0..255
+            "outline_strength_1_without_trigger": score(without_trigger)}
 
 
 def placement_scenes(n: int, seed: int) -> tuple[list[Scene], list[str]]:
