@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from engine.security import query_int
+
 if TYPE_CHECKING:  # engine.queue imports this module to summarise history entries
     from engine.queue import QueueItem
 
@@ -32,8 +34,11 @@ def history_status(entry: dict) -> str:
 
 
 def _workflow_id(extra_data: dict) -> str | None:
-    workflow = (extra_data.get("extra_pnginfo") or {}).get("workflow")
-    return workflow.get("id") if isinstance(workflow, dict) else None
+    """The editor workflow's id; clients may send any JSON as extra_pnginfo, so every level is checked."""
+    pnginfo = extra_data.get("extra_pnginfo")
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    workflow_id = workflow.get("id") if isinstance(workflow, dict) else None
+    return workflow_id if isinstance(workflow_id, str) else None
 
 
 def _output_items(outputs: dict):
@@ -100,10 +105,8 @@ def history_job(prompt_id: str, entry: dict, single: bool = False) -> dict:
 
 
 def _parse_int(value: str | None, name: str) -> int | None:
-    if value is None:
-        return None
     try:
-        return int(value)
+        return query_int(value)
     except ValueError:
         raise JobQueryError(f"{name} must be an integer") from None
 

@@ -38,14 +38,21 @@ _DEFAULT_FOLDERS: tuple[tuple[str, tuple[str, ...], frozenset[str] | str | None]
 )
 
 
-def contained(root: str, relative: str) -> str:
-    """Join `relative` under `root` and return its realpath, or raise PathEscape (security.md S6)."""
+def contained(root: str, relative: str, *, owner_links: bool = False) -> str:
+    """Join `relative` under `root` and return its realpath, or raise PathEscape (security.md S6).
+
+    The one resolver for every user-influenced path. `owner_links=True` (model folders only) keeps
+    the lexical checks but lets symlinks the machine's owner placed under `root` point elsewhere
+    (models linked from another disk, as ComfyUI allows); the joined path is returned unresolved.
+    """
     if not isinstance(relative, str) or "\x00" in relative:
         raise PathEscape(f"invalid path {relative!r}")
     if relative.startswith(("/", "\\")) or (len(relative) >= 2 and relative[1] == ":"):
         raise PathEscape(f"absolute paths are not allowed: {relative!r}")
     if ".." in relative.replace("\\", "/").split("/"):
         raise PathEscape(f"'..' is not allowed in paths: {relative!r}")
+    if owner_links:
+        return os.path.join(os.path.abspath(root), relative)
     root_real = os.path.realpath(root)
     real = os.path.realpath(os.path.join(root_real, relative))
     if real != root_real and not real.startswith(root_real + os.sep):
@@ -187,14 +194,14 @@ class Paths:
             raise FileNotFoundError(f"{name!r} is not a file in the {folder!r} model folder "
                                     f"(searched: {', '.join(self.folders[folder][0])})")
         for d in self.folders[folder][0]:
-            candidate = os.path.join(d, name)
+            candidate = contained(d, name, owner_links=True)
             if os.path.exists(candidate):
                 return candidate
         raise FileNotFoundError(f"{name!r} disappeared from the {folder!r} model folder")
 
-    def contained(self, root: str, relative: str) -> str:
+    def contained(self, root: str, relative: str, *, owner_links: bool = False) -> str:
         """The realpath containment helper (see module-level `contained`)."""
-        return contained(root, relative)
+        return contained(root, relative, owner_links=owner_links)
 
     def area_dir(self, area: str) -> str:
         """The directory of an `input` / `output` / `temp` area (ValueError otherwise)."""

@@ -222,6 +222,19 @@ def bad_relative_name(name: str) -> bool:
     return ".." in re.split(r"[\\/]", name)
 
 
+QUERY_INT_LIMIT = 2 ** 53   # beyond any queue or history size, well inside SQLite's 64-bit INTEGER
+
+
+def query_int(value: str | None) -> int | None:
+    """A query parameter as an int clamped to ±QUERY_INT_LIMIT; None when absent, ValueError when not an int.
+
+    Clamping keeps a huge `max_items`/`offset`/`limit` meaning "all" instead of overflowing SQLite.
+    """
+    if value is None:
+        return None
+    return max(-QUERY_INT_LIMIT, min(int(value), QUERY_INT_LIMIT))
+
+
 def safe_upload_name(name: str) -> bool:
     """An upload file name: one plain component, no separators, no leading dot (api.md §8.2)."""
     return bool(name) and not any(c in name for c in "/\\\x00") and not name.startswith(".")

@@ -28,6 +28,7 @@ from importlib import metadata
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from engine import security
@@ -258,8 +259,27 @@ class Worker:
                 break
             try:
                 self._run(item)
-            except Exception:      # a bug here must not stop the queue
+            except Exception as exc:   # a bug in bookkeeping must neither stop the queue nor leave the prompt running
                 log.exception("worker failed on prompt %s", item.prompt_id)
+                self._end_failed(item, exc)
+
+    def _end_failed(self, item: QueueItem, exc: Exception) -> None:
+        """End a prompt whose bookkeeping raised: an execution_error in history, nothing left running."""
+        error = _crash_error(item.prompt_id, exc)
+        store = self.state.store
+        try:
+            store.complete(item.prompt_id, _error_entry(item.wire(), error))
+        except Exception:   # the prompt's own data broke the history write: record it without that data
+            log.exception("recording prompt %s with its data failed; recording it without", item.prompt_id)
+            store.complete(item.prompt_id, _error_entry([item.number, item.prompt_id, {}, {}, []], error))
+        with self.lock:
+            self.running = None
+            self.current_node = None
+        self._post_status()
+        client_id = item.extra_data.get("client_id") if isinstance(item.extra_data, dict) else None
+        if isinstance(client_id, str):
+            self.post(self.state.hub.send_json, "execution_error", error, client_id)
+            self.post(self.state.hub.send_json, "executing", {"node": None, "prompt_id": item.prompt_id}, client_id)
 
     def _run(self, item: QueueItem) -> None:
         state = self.state
@@ -322,13 +342,9 @@ class Worker:
                      "meta": result.meta}
         except Exception as exc:   # the executor reports node errors itself; this is a crash in it
             log.exception("executor crashed on prompt %s", item.prompt_id)
-            error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
-                     "exception_message": f"{exc}\n", "exception_type": type(exc).__name__,
-                     "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": _now_ms()}
+            error = _crash_error(item.prompt_id, exc)
             emit("execution_error", error)
-            entry = {"prompt": item.wire(), "outputs": {}, "meta": {},
-                     "status": {"status_str": "error", "completed": False,
-                                "messages": [["execution_error", error]]}}
+            entry = _error_entry(item.wire(), error)
         release()
         state.store.complete(item.prompt_id, entry)
         with self.lock:
@@ -364,6 +380,19 @@ class Worker:
 
 
 # -- log console (/internal/logs) ------------------------------------------------------------------
+
+def _crash_error(prompt_id: str, exc: Exception) -> dict:
+    """The execution_error payload for a failure outside any node (api.md §11.5 shape, node fields null)."""
+    return {"prompt_id": prompt_id, "node_id": None, "node_type": None, "executed": [],
+            "exception_message": f"{exc}\n", "exception_type": type(exc).__name__,
+            "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": _now_ms()}
+
+
+def _error_entry(wire: list, error: dict) -> dict:
+    """A history entry for a prompt that ended with `error` before producing outputs."""
+    return {"prompt": wire, "outputs": {}, "meta": {},
+            "status": {"status_str": "error", "completed": False, "messages": [["execution_error", error]]}}
+
 
 class LogBuffer(logging.Handler):
     """Keeps recent log lines for /internal/logs and streams new ones to subscribed sockets."""
@@ -648,11 +677,8 @@ async def post_queue(request: web.Request) -> web.Response:
 
 
 def _query_int(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name)
-    if value is None:
-        return None
     try:
-        return int(value)
+        return security.query_int(request.query.get(name))
     except ValueError:
         raise BadRequest({"error": f"{name} must be an integer"}) from None
 
@@ -908,6 +934,18 @@ async def _read_upload(request: web.Request, state: ServerState) -> tuple[dict[s
         raise web.HTTPRequestEntityTooLarge(max_size=state.max_body, actual_size=request.content_length)
     if not request.content_type.startswith("multipart/"):
         raise BadRequest({"error": "expected multipart/form-data"})
+    try:
+        return await _stream_upload(request, state)
+    except (ValueError, AssertionError, HttpProcessingError) as exc:   # aiohttp's parse errors for bad bodies
+        raise BadRequest({"error": f"malformed multipart body: {_first_line(exc)}"}) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), type(exc).__name__)[:200]
+
+
+async def _stream_upload(request: web.Request, state: ServerState) -> tuple[dict[str, str], str, str]:
     reader = await request.multipart()
     fields: dict[str, str] = {}
     temp_path, filename, total, parts = None, "", 0, 0
@@ -1519,22 +1557,28 @@ async def get_index(request: web.Request) -> web.StreamResponse:
                                             "Content-Type": "text/html"})
 
 
+SCRIPTABLE_DOCUMENTS = frozenset({"text/html", "image/svg+xml", "application/xhtml+xml", "text/xml",
+                                  "application/xml"})
+
+
 async def get_pack_file(request: web.Request) -> web.StreamResponse:
     """/extensions/<pack>/<path>: a pack's WEB_DIRECTORY, contained, symlinks not followed out."""
     state = request.app[STATE]
     pack, relative = request.match_info["pack"], request.match_info["path"]
     roots = _pack_web_dirs(state)
-    if pack in roots:
-        root = roots[pack]
-    else:
-        root = os.path.join(state.web_root, "extensions", pack)
     try:
-        path = state.paths.contained(root, relative)
+        if pack in roots:
+            path = state.paths.contained(roots[pack], relative)
+        else:   # the web root's own extensions/: the pack name is part of the contained path, never the root
+            path = state.paths.contained(os.path.join(state.web_root, "extensions"), f"{pack}/{relative}")
     except PathEscape:
         return web.Response(status=404)
     if not os.path.isfile(path):
         return web.Response(status=404)
-    return web.FileResponse(path)
+    headers = {}
+    if (mimetypes.guess_type(path)[0] or "") in SCRIPTABLE_DOCUMENTS:
+        headers["Content-Security-Policy"] = security.SANDBOX_CSP   # a pack page must not script Kiln's origin
+    return web.FileResponse(path, headers=headers)
 
 
 async def get_static(request: web.Request) -> web.StreamResponse:
