@@ -22,20 +22,21 @@ def base_dir(tmp_path):
 @pytest.fixture
 def start_server(base_dir):
     """Factory: start a server with config overrides (optional policy, extra node specs, a
-    `prepare(registry)` callback run before the app is built); stopped after the test."""
+    `prepare(registry)` callback run before the app is built, a `store`); stopped after the test."""
     servers = []
 
     def start(**overrides) -> LiveServer:
         policy = overrides.pop("policy", None)
         extra_specs = overrides.pop("specs", ())
         prepare = overrides.pop("prepare", None)
+        store = overrides.pop("store", None)
         config = RuntimeConfig(base_directory=str(base_dir), **overrides)
         paths = Paths.from_config(config)
         registry = make_registry(paths, extra_specs)
         if prepare is not None:
             prepare(registry)
         executor = Executor(registry, cache=make_cache(config.cache_policy), paths=paths, config=config)
-        server = LiveServer(create_app(config, registry, executor, paths=paths, policy=policy))
+        server = LiveServer(create_app(config, registry, executor, paths=paths, policy=policy, store=store))
         servers.append(server)
         return server
 
