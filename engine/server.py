@@ -1286,7 +1286,10 @@ async def delete_userdata_file(request: web.Request) -> web.Response:
     path = _user_path(request.app[STATE], request.match_info["file"])
     if not os.path.isfile(path):
         return web.Response(status=404)
-    os.remove(path)
+    try:
+        os.remove(path)
+    except OSError as exc:
+        return web.Response(status=400, text=f"Could not delete the file: {exc.strerror}")
     return web.Response(status=204)
 
 
@@ -1298,8 +1301,11 @@ async def post_userdata_move(request: web.Request) -> web.Response:
         return web.Response(status=404)
     if os.path.exists(dest) and request.query.get("overwrite") == "false":
         return web.Response(status=409, text="File already exists")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    os.replace(source, dest)
+    try:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(source, dest)
+    except OSError as exc:   # a name too long for the file system, a folder where the file should go, ...
+        return web.Response(status=400, text=f"Could not move the file: {exc.strerror}")
     return _write_reply(state, dest, request.query.get("full_info") == "true")
 
 
